@@ -1,0 +1,210 @@
+"""Settings for mailbot, from the command line, the environment and a ``.env`` file.
+
+Everything is resolved in one place, :func:`load_settings`, so that a person in the
+clone and a cron job started in ``$HOME`` see the same configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import ConfigError
+
+LOGIN_HOST = "https://login.microsoftonline.com"
+PERSONAL_DOMAIN = re.compile(r"^(outlook|hotmail|live)\.[a-z.]+$|^msn\.com$")
+ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@[A-Za-z0-9-]+$")
+SCRIPT_DIR = Path(__file__).resolve().parent
+
+# Every setting, with the hint printed when it is missing or malformed.
+SETTINGS_HELP = {
+    "OUTLOOK_USERNAME": "the mailbox address you sign in with, e.g. OUTLOOK_USERNAME=you@outlook.com",
+    "OUTLOOK_CLIENT_ID": "the Application (client) ID of your app registration, a GUID "
+    "(see README: Register the app)",
+    "OUTLOOK_AUTHORITY": "an https URL such as https://login.microsoftonline.com/consumers",
+    "OUTLOOK_IMAP_SERVER": "a host name, e.g. outlook.office365.com",
+    "OUTLOOK_IMAP_PORT": "a port number: 993 (implicit TLS) or 143 (STARTTLS)",
+    "OUTLOOK_SMTP_SERVER": "a host name, e.g. smtp.office365.com",
+    "OUTLOOK_SMTP_PORT": "a port number: 587 (STARTTLS) or 465 (implicit TLS)",
+    "OUTLOOK_MAILBOX": "a shared mailbox address you have delegate access to",
+    "MAILBOT_TOKEN_CACHE": "a file path for the token cache",
+    "MAILBOT_STATE_DIR": "a directory for fetch state and locks",
+    "MAILBOT_CA_BUNDLE": "the path of a PEM file with the CA certificates to trust",
+    "MAILBOT_TIMEOUT": "a number of seconds greater than 0, e.g. 30",
+    "MAILBOT_MAX_MESSAGE_MB": "a number of megabytes greater than 0, e.g. 25",
+    "MAILBOT_SEND_RATE": "messages per minute, a number greater than 0, e.g. 30",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. ``username`` and ``client_id`` may be None until a command needs them."""
+
+    username: str | None
+    client_id: str | None
+    authority: str
+    imap_host: str
+    imap_port: int
+    smtp_host: str
+    smtp_port: int
+    mailbox: str | None
+    token_cache: Path
+    state_dir: Path
+    ca_bundle: Path | None
+    timeout: float
+    max_message_mb: float
+    send_rate: float
+    env_file: Path | None
+
+    def require_username(self) -> str:
+        if not self.username:
+            raise _missing("OUTLOOK_USERNAME")
+        return self.username
+
+    def require_client_id(self) -> str:
+        if not self.client_id:
+            raise _missing("OUTLOOK_CLIENT_ID")
+        return self.client_id
+
+    @property
+    def mailbox_user(self) -> str:
+        """The XOAUTH2 ``user=``: a shared mailbox when one is set, else the signed-in address."""
+        return self.mailbox or self.require_username()
+
+
+def _missing(name: str) -> ConfigError:
+    return ConfigError(f"{name} is not set: put {SETTINGS_HELP[name]} in your .env or environment")
+
+
+def _malformed(name: str, value: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is not valid: it must be {SETTINGS_HELP[name]}")
+
+
+def find_env_file(
+    cli_path: str | None, environ: Mapping[str, str], cwd: Path, script_dir: Path = SCRIPT_DIR
+) -> Path | None:
+    """Which ``.env`` to read: ``--env-file``, else ``$MAILBOT_ENV_FILE``, else ``./.env``,
+    else ``.env`` beside ``mailbot.py``. An explicitly named file must exist."""
+    for explicit, origin in ((cli_path, "--env-file"), (environ.get("MAILBOT_ENV_FILE"), "MAILBOT_ENV_FILE")):
+        if explicit:
+            path = (cwd / explicit).resolve()
+            if not path.is_file():
+                raise ConfigError(f"{origin} names {path}, which does not exist or is not a file")
+            return path
+    for candidate in (cwd / ".env", script_dir / ".env"):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_settings(
+    options: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    env_file: str | None = None,
+) -> Settings:
+    """Resolve every setting: command-line option > environment > ``.env`` file > default.
+
+    ``options`` maps setting names (e.g. ``OUTLOOK_MAILBOX``) to values given on the command
+    line. Relative paths from the ``.env`` file resolve against that file's folder; relative
+    paths from the command line or the environment resolve against the current directory.
+    """
+    options = options or {}
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    env_path = find_env_file(env_file, environ, cwd)
+    file_values = _read_env_file(env_path) if env_path else {}
+
+    def lookup(name: str) -> tuple[str | None, Path]:
+        """The raw value and the folder its relative paths are relative to."""
+        for source, base in (
+            (options, cwd),
+            (environ, cwd),
+            (file_values, env_path.parent if env_path else cwd),
+        ):
+            value = source.get(name)
+            if value is not None and value.strip() != "":
+                return value.strip(), base
+        return None, cwd
+
+    def text(name: str) -> str | None:
+        return lookup(name)[0]
+
+    def path(name: str) -> Path | None:
+        value, base = lookup(name)
+        return (base / Path(value).expanduser()).resolve() if value else None
+
+    def number(name: str, default: float) -> float:
+        value = text(name)
+        if value is None:
+            return default
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise _malformed(name, value) from None
+        if not parsed > 0 or parsed == float("inf"):
+            raise _malformed(name, value)
+        return parsed
+
+    def port(name: str, default: int) -> int:
+        value = text(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise _malformed(name, value)
+        return int(value)
+
+    username = text("OUTLOOK_USERNAME")
+    if username is not None and not ADDRESS.match(username):
+        raise _malformed("OUTLOOK_USERNAME", username)
+    mailbox = text("OUTLOOK_MAILBOX")
+    if mailbox is not None and not ADDRESS.match(mailbox):
+        raise _malformed("OUTLOOK_MAILBOX", mailbox)
+    client_id = text("OUTLOOK_CLIENT_ID")
+    if client_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{8,64}", client_id):
+        raise _malformed("OUTLOOK_CLIENT_ID", client_id)
+
+    personal = bool(username) and bool(PERSONAL_DOMAIN.match(username.rsplit("@", 1)[1].lower()))
+    authority = text("OUTLOOK_AUTHORITY") or f"{LOGIN_HOST}/{'consumers' if personal else 'organizations'}"
+    if not re.fullmatch(r"https://[^/\s]+/[^\s]+", authority):
+        raise _malformed("OUTLOOK_AUTHORITY", authority)
+
+    ca_bundle = path("MAILBOT_CA_BUNDLE")
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ConfigError(f"MAILBOT_CA_BUNDLE names {ca_bundle}, which does not exist")
+
+    default_cache_dir = env_path.parent if env_path else cwd
+    token_cache = path("MAILBOT_TOKEN_CACHE") or default_cache_dir / "token_cache.json"
+    state_dir = path("MAILBOT_STATE_DIR") or token_cache.parent
+
+    return Settings(
+        username=username,
+        client_id=client_id,
+        authority=authority.rstrip("/"),
+        imap_host=text("OUTLOOK_IMAP_SERVER") or "outlook.office365.com",
+        imap_port=port("OUTLOOK_IMAP_PORT", 993),
+        smtp_host=text("OUTLOOK_SMTP_SERVER")
+        or ("smtp-mail.outlook.com" if personal else "smtp.office365.com"),
+        smtp_port=port("OUTLOOK_SMTP_PORT", 587),
+        mailbox=mailbox,
+        token_cache=token_cache,
+        state_dir=state_dir,
+        ca_bundle=ca_bundle,
+        timeout=number("MAILBOT_TIMEOUT", 30.0),
+        max_message_mb=number("MAILBOT_MAX_MESSAGE_MB", 25.0),
+        send_rate=number("MAILBOT_SEND_RATE", 30.0),
+        env_file=env_path,
+    )

@@ -1,0 +1,226 @@
+"""SMTP submission over TLS with SASL XOAUTH2, on top of smtplib.
+
+Port 465 is implicit TLS, anything else is STARTTLS (refused if the server does not
+offer it: a token is never sent in clear). Replies are mapped to what the user can do:
+4xx is temporary (75), Microsoft's ``535 5.7.139`` means SMTP AUTH is switched off (69),
+another 535 after one forced refresh means the sign-in is not accepted (77).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sasl
+from auth import TokenProvider
+from config import Settings
+from errors import MailbotError, RecipientsRefused, ServiceRefused, SignInRequired, TemporaryFailure
+from netutil import network_error, tls_context
+
+log = logging.getLogger("mailbot.smtp")
+IMPLICIT_TLS_PORT = 465
+SMTP_AUTH_DISABLED_HINT = (
+    "SMTP AUTH is switched off for this tenant or mailbox. An Exchange admin can enable it for the "
+    "mailbox with: Set-CASMailbox -Identity <address> -SmtpClientAuthenticationDisabled $false "
+    "(Microsoft 365 admin center > Users > Mail > Manage email apps > Authenticated SMTP); it does "
+    "not work while Security Defaults are on"
+)
+AUTH_HINT = (
+    'the server refused the token: run "python mailbot.py login" again; check OUTLOOK_USERNAME and '
+    "that SMTP.Send is granted to the app"
+)
+SEND_AS_HINT = (
+    "you are not allowed to send as this address: grant 'Send As' on the mailbox (Exchange), or "
+    "use your own address in --from"
+)
+
+
+class _Logging:
+    """Mixin: smtplib's debug output goes through the redacting log instead of print()."""
+
+    def _print_debug(self, *args: Any) -> None:
+        log.debug("smtp %s", " ".join(str(arg) for arg in args))
+
+
+class _SMTP(_Logging, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Logging, smtplib.SMTP_SSL):
+    pass
+
+
+class NotStarted(TemporaryFailure):
+    """Raised when the connection was gone before a transaction began: nothing was sent, resending is safe."""
+
+
+def _reply_text(message: bytes | str) -> str:
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+
+
+class SmtpSession:
+    """An authenticated SMTP connection; :meth:`send` maps every refusal to a MailbotError."""
+
+    def __init__(self, conn: smtplib.SMTP, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.where = f"SMTP server {settings.smtp_host} port {settings.smtp_port}"
+
+    def send(self, sender: str, recipients: list[str], data: bytes) -> None:
+        """Submit one message: MAIL, RCPT per recipient, DATA (what sendmail does, step by step,
+        so a dropped connection before DATA is known to have sent nothing: NotStarted).
+
+        Raises RecipientsRefused, naming the accepted ones, when only some were refused."""
+        conn = self.conn
+        try:
+            code, reply = conn.mail(sender)
+        except smtplib.SMTPServerDisconnected as exc:
+            raise NotStarted(f"{self.where} closed the connection: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            raise NotStarted(f"connection to {self.where} was lost: {exc}") from exc
+        try:
+            if code != 250:
+                conn.rset()
+                text = f"{self.where} refused the sender {sender}: {code} {_reply_text(reply)}"
+                if 400 <= code < 500:
+                    raise TemporaryFailure(text)
+                raise ServiceRefused(text, SEND_AS_HINT)
+            refused: dict[str, tuple[int, bytes]] = {}
+            for recipient in recipients:
+                code, reply = conn.rcpt(recipient)
+                if code not in (250, 251):
+                    refused[recipient] = (code, reply)
+            if len(refused) == len(recipients):
+                conn.rset()
+                raise self._refused(refused, accepted=[])
+            code, reply = conn.data(data)
+            if code != 250:
+                conn.rset()
+                text = f"{self.where} refused the message: {code} {_reply_text(reply)}"
+                if 400 <= code < 500:
+                    raise TemporaryFailure(text, hint="the server may be throttling (30 messages/minute)")
+                raise ServiceRefused(text)
+        except smtplib.SMTPServerDisconnected as exc:
+            raise TemporaryFailure(f"{self.where} closed the connection: {exc}") from exc
+        except smtplib.SMTPResponseException as exc:
+            text = f"{self.where}: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+            raise (TemporaryFailure(text) if 400 <= exc.smtp_code < 500 else ServiceRefused(text)) from exc
+        except (OSError, EOFError) as exc:
+            s = self.settings
+            raise network_error(exc, "SMTP", s.smtp_host, s.smtp_port, s.timeout) from exc
+        if refused:
+            raise self._refused(refused, [r for r in recipients if r not in refused])
+
+    def _refused(self, refused: dict[str, tuple[int, bytes]], accepted: list[str]) -> MailbotError:
+        details = {addr: (code, _reply_text(msg)) for addr, (code, msg) in refused.items()}
+        listing = "; ".join(f"{addr} ({code} {msg})" for addr, (code, msg) in details.items())
+        if accepted:
+            message = f"{self.where} refused {listing}; the message was sent to {', '.join(accepted)}"
+        else:
+            message = f"{self.where} refused every recipient: {listing}; nothing was sent"
+        if not accepted and all(400 <= code < 500 for code, _ in details.values()):
+            return TemporaryFailure(message)
+        hint = None
+        if any("5.7.233" in msg for _, msg in details.values()):
+            hint = "the tenant does not allow sending to external recipients (ask an admin)"
+        return RecipientsRefused(message, details, accepted, hint)
+
+    def reset(self) -> None:
+        """RSET between queued messages so a failed transaction does not poison the next."""
+        try:
+            self.conn.rset()
+        except (smtplib.SMTPException, OSError):
+            pass
+
+    def is_connected(self) -> bool:
+        try:
+            return self.conn.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def close(self) -> None:
+        try:
+            self.conn.quit()
+        except (smtplib.SMTPException, OSError):
+            self.conn.close()
+
+
+def _open(settings: Settings) -> smtplib.SMTP:
+    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.timeout
+    context = tls_context(settings.ca_bundle)
+    log.info("connecting to %s:%s", host, port)
+    debug = 1 if log.isEnabledFor(logging.DEBUG) else 0
+    if port == IMPLICIT_TLS_PORT:
+        conn: smtplib.SMTP = _SMTP_SSL(timeout=timeout, context=context)
+        conn.set_debuglevel(debug)
+        conn.connect(host, port)
+        conn.ehlo()
+        return conn
+    conn = _SMTP(timeout=timeout)
+    conn.set_debuglevel(debug)
+    conn.connect(host, port)
+    conn.ehlo()
+    if not conn.has_extn("starttls"):
+        conn.close()
+        raise ServiceRefused(
+            f"SMTP server {host} port {port} does not offer STARTTLS; refusing to send a token"
+        )
+    conn.starttls(context=context)
+    conn.ehlo()
+    return conn
+
+
+@contextmanager
+def connect(settings: Settings, provider: TokenProvider, user: str | None = None) -> Iterator[SmtpSession]:
+    """Connect, verify TLS, AUTH XOAUTH2 as ``user``; a refused token is refreshed and retried once."""
+    user = user or settings.mailbox_user
+    host, port = settings.smtp_host, settings.smtp_port
+    token = provider()
+    try:
+        conn = _open(settings)
+    except smtplib.SMTPServerDisconnected as exc:
+        raise TemporaryFailure(f"SMTP server {host} port {port} closed the connection: {exc}") from exc
+    except smtplib.SMTPResponseException as exc:
+        text = f"SMTP server {host} port {port} refused the connection: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+        raise (TemporaryFailure(text) if 400 <= exc.smtp_code < 500 else ServiceRefused(text)) from exc
+    except (OSError, EOFError) as exc:
+        raise network_error(exc, "SMTP", host, port, settings.timeout) from exc
+    session = SmtpSession(conn, settings)
+    try:
+        _authenticate(session, user, token, provider)
+        yield session
+    finally:
+        session.close()
+
+
+def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenProvider) -> None:
+    conn, where = session.conn, session.where
+    if "xoauth2" not in conn.esmtp_features.get("auth", "").lower().split():
+        raise ServiceRefused(
+            f"{where} does not offer AUTH XOAUTH2",
+            hint="check OUTLOOK_SMTP_SERVER and OUTLOOK_SMTP_PORT (smtp.office365.com / smtp-mail.outlook.com, 587)",
+        )
+    for attempt in (1, 2):
+        try:
+            conn.auth("XOAUTH2", sasl.xoauth2_responder(user, token), initial_response_ok=True)
+            return
+        except smtplib.SMTPAuthenticationError as exc:
+            text = f"{where} refused the sign-in for {user}: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+            log.info("SMTP authentication refused (attempt %d): %s", attempt, text)
+            if "5.7.139" in text:
+                raise ServiceRefused(text, SMTP_AUTH_DISABLED_HINT) from exc
+            if 400 <= exc.smtp_code < 500:
+                raise TemporaryFailure(text) from exc
+            if attempt == 2:
+                raise SignInRequired(text, AUTH_HINT) from exc
+            token = provider(force_refresh=True)
+        except smtplib.SMTPServerDisconnected as exc:
+            raise TemporaryFailure(f"{where} closed the connection while signing in: {exc}") from exc
+        except smtplib.SMTPException as exc:
+            raise ServiceRefused(f"{where} refused the sign-in for {user}: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            s = session.settings
+            raise network_error(exc, "SMTP", s.smtp_host, s.smtp_port, s.timeout) from exc

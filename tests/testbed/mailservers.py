@@ -1,0 +1,539 @@
+"""A real Dovecot + Postfix pair on loopback for mailbot's tests (no Microsoft needed).
+
+Usage::
+
+    servers = MailServers(tmp_path, ca, untrusted_ca, jwt_key)
+    servers.start()                      # ~1 s; raises TestbedUnavailable if it can't run
+    servers.add_user("t1@example.com")
+    ...                                  # token: tests.jwt_hs256.access_token(addr, jwt_key)
+    servers.stop()
+
+Listeners (ports are picked free at every ``start()``; hosts are fixed):
+
+=============================  ===============  ============================================
+attribute                      connect to       what
+=============================  ===============  ============================================
+``imaps_port``                 ``host``         IMAP, implicit TLS, cert from ``ca``
+``imap_starttls_port``         ``starttls_host``  plain IMAP; AUTHENTICATE only after STARTTLS
+``untrusted_imaps_port``       ``untrusted_host``  IMAP, implicit TLS, cert from ``untrusted_ca``
+``submission_port``            ``host``         SMTP, STARTTLS required before AUTH (587-like)
+``smtps_port``                 ``host``         SMTP, implicit TLS (465-like)
+``untrusted_submission_port``  ``host``         like submission, cert from ``untrusted_ca``
+``lmtp_port``                  ``127.0.0.1``    Dovecot LMTP (Postfix delivers here)
+=============================  ===============  ============================================
+
+``host`` is "localhost" (127.0.0.1), ``starttls_host`` 127.0.0.2 (Dovecot treats a
+connection whose local and remote IP are equal as secure and would allow AUTH without
+STARTTLS on 127.0.0.1), ``untrusted_host`` 127.0.0.3 (Dovecot picks certs per local IP).
+Both certificates carry SANs localhost, 127.0.0.1, 127.0.0.2, 127.0.0.3.
+
+Auth: only XOAUTH2 / OAUTHBEARER. A token is an HS256 JWT signed with ``jwt_key`` whose
+``email`` claim equals the login user, and the user must exist (``add_user``). Delegation:
+a token whose ``mailbox`` claim equals the login user (``access_token("alice@...", key,
+mailbox="shared@...")``) also logs in as that mailbox, over IMAP and SMTP.
+
+Mail: Postfix sends example.com over LMTP to Dovecot. Any other domain is rewritten to
+``catchall+<local>=<domain>@example.com`` (one copy per external recipient, lowercased);
+``external_mail()`` reads them back with the original recipient. Senders must be the SASL
+login (refused at MAIL FROM with 553) unless ``allow_send_as`` says otherwise.
+
+Files: ``root`` holds configs, ``logs/`` (dovecot.log, postfix.log), ``mail/<address>/``
+(home; ``Maildir/`` and ``rawlog/``). Sockets and the Postfix queue live in a short
+``/tmp/mbtb-*`` dir (unix socket paths are limited to 108 bytes), removed by ``stop()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import grp
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import trustme
+
+HERE = Path(__file__).resolve().parent
+INSTALL_HINT = "apt-get install dovecot-imapd dovecot-lmtpd postfix, and run as root"
+MAIL_USER = "mail"  # unprivileged owner of all mail files (Dovecot refuses uid 0)
+
+
+class TestbedUnavailable(RuntimeError):
+    """The mail servers can't run here (not root, binaries missing, ...)."""
+
+    __test__ = False  # not a pytest test class
+
+
+class _Template(string.Template):
+    # Only ${TB_...} is ours: Dovecot and Postfix use $name and ${name} themselves.
+    idpattern = r"TB_[A-Z0-9_]+"
+    flags = 0
+
+
+@dataclass
+class ExternalMail:
+    """A copy of a message sent to an address outside ``domain``."""
+
+    recipient: str  # original envelope recipient (lowercase)
+    message: EmailMessage
+    path: Path
+
+
+class MailServers:
+    domain = "example.com"
+    host = "localhost"
+    starttls_host = "127.0.0.2"
+    untrusted_host = "127.0.0.3"
+    catchall = "catchall@example.com"
+
+    def __init__(self, root: Path, ca: trustme.CA, untrusted_ca: trustme.CA, jwt_key: bytes):
+        self.root = Path(root).resolve()
+        self.ca = ca
+        self.untrusted_ca = untrusted_ca
+        self.jwt_key = jwt_key
+        self.instance = "mbtb-" + secrets.token_hex(4)
+        self.run_dir: Path | None = None
+        self.imaps_port = self.imap_starttls_port = self.untrusted_imaps_port = 0
+        self.submission_port = self.smtps_port = self.untrusted_submission_port = 0
+        self.lmtp_port = 0
+        self._dovecot: subprocess.Popen | None = None
+        self._postfix: subprocess.Popen | None = None
+        self._users: list[str] = []
+        self._send_as: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self._last_stamp = 0
+        self._folders_made: set[Path] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._check_environment()
+        self._uid, self._gid = pwd.getpwnam(MAIL_USER).pw_uid, grp.getgrnam(MAIL_USER).gr_gid
+        self._prepare_root()
+        for attempt in range(3):  # a picked port may be taken by someone else meanwhile
+            self._pick_ports()
+            self.run_dir = Path(tempfile.mkdtemp(prefix="mbtb-", dir="/tmp"))
+            self.run_dir.chmod(0o755)
+            self._render()
+            try:
+                self._start_dovecot()
+                self._start_postfix()
+                return
+            except _PortClash:
+                self.stop()
+        raise TestbedUnavailable("could not find free ports after 3 tries")
+
+    def stop(self) -> None:
+        """Stop both servers and kill anything left of this instance. Idempotent."""
+        self.stop_postfix()
+        self._dovecot = _terminate(self._dovecot)
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    def stop_postfix(self) -> None:
+        self._postfix = _terminate(self._postfix)
+
+    def start_postfix(self) -> None:
+        """(Re)start Postfix with the same ports; queued mail gets delivered."""
+        if self._postfix is None:
+            self._start_postfix()
+
+    def __enter__(self) -> MailServers:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ users, mail
+
+    def add_user(self, address: str) -> None:
+        """Create a mailbox user; takes effect immediately (Dovecot re-reads the file)."""
+        address = address.lower()
+        with self._lock:
+            if address in self._users:
+                return
+            home = self.home(address)
+            for d in (home, home / "Maildir", home / "rawlog"):
+                d.mkdir(exist_ok=True)
+                os.chown(d, self._uid, self._gid)
+                d.chmod(0o700)
+            self._users.append(address)
+            line = f"{address}::{self._uid}:{self._gid}::{home}::\n"
+            _write_atomic(self.root / "users" / address, line)
+
+    def allow_send_as(self, login: str, address: str) -> None:
+        """Let SASL user ``login`` use MAIL FROM ``address`` (besides ``address`` itself)."""
+        with self._lock:
+            self._send_as.setdefault(address.lower(), {address.lower()}).add(login.lower())
+            self._write_send_as()
+        self._reload_postfix()
+
+    def home(self, address: str) -> Path:
+        return self.root / "mail" / address.lower()
+
+    def maildir(self, address: str) -> Path:
+        """The user's Maildir root (= INBOX); subfolders are Maildir++ ``.Name``."""
+        return self.home(address) / "Maildir"
+
+    def folder_dir(self, address: str, folder: str = "INBOX") -> Path:
+        base = self.maildir(address)
+        if folder.upper() == "INBOX":
+            return base
+        return base / ("." + folder.replace("/", "."))
+
+    def seed(
+        self,
+        address: str,
+        raw: bytes,
+        folder: str = "INBOX",
+        seen: bool = False,
+        internaldate: float | None = None,
+    ) -> Path:
+        """Drop a message straight into the Maildir (fast, no IMAP). Messages get UIDs in
+        seeding order; ``internaldate`` (epoch) becomes the file's mtime = INTERNALDATE."""
+        target = self._make_folder(address, folder)
+        with self._lock:
+            # Strictly increasing <secs>.M<usecs> names: Dovecot assigns UIDs in that order.
+            self._last_stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
+            stamp = self._last_stamp
+        name = f"{stamp // 10**6}.M{stamp % 10**6}P{os.getpid()}.testbed,S={len(raw)}:2,"
+        path = target / "cur" / (name + ("S" if seen else ""))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, raw)
+            os.fchown(fd, self._uid, self._gid)
+        finally:
+            os.close(fd)
+        if internaldate is not None:
+            os.utime(path, (internaldate, internaldate))
+        return path
+
+    def imap_commands(self, address: str) -> list[str]:
+        """Lines the client sent after login in ``address``'s IMAP sessions, oldest
+        session first (Dovecot rawlog; the AUTHENTICATE itself happens before it and is
+        not included). Literals (e.g. APPEND data) appear as lines too."""
+        lines: list[str] = []
+        for f in sorted((self.home(address) / "rawlog").glob("*.in")):
+            lines += f.read_text("utf-8", "replace").splitlines()
+        return lines
+
+    def clear_imap_commands(self, address: str) -> None:
+        """Forget the rawlogs of ``address`` (call between sessions)."""
+        for f in (self.home(address) / "rawlog").iterdir():
+            f.unlink()
+
+    def messages(self, address: str, folder: str = "INBOX") -> list[Path]:
+        """Message files of a folder (cur/ and new/), in delivery order."""
+        d = self.folder_dir(address, folder)
+        files = [p for sub in ("new", "cur") if (d / sub).is_dir() for p in (d / sub).iterdir()]
+        return sorted(files, key=lambda p: p.name)
+
+    def external_mail(self) -> list[ExternalMail]:
+        """Copies of mail sent outside ``domain``, each with its original recipient
+        (from ``Delivered-To: catchall+<local>=<domain>@example.com``)."""
+        out = []
+        for path in self.messages(self.catchall):
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            m = re.match(r"catchall\+(.*)=([^=@]+)@", str(msg.get("Delivered-To", "")))
+            if m:
+                out.append(ExternalMail(f"{m[1]}@{m[2]}", msg, path))
+        return out
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
+        """Poll ``predicate()`` until truthy (mail delivery is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}; see {self.root / 'logs'}")
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_environment(self) -> None:
+        if os.geteuid() != 0:
+            raise TestbedUnavailable(f"mail test bed needs root ({INSTALL_HINT})")
+        missing = [b for b in ("dovecot", "postconf") if shutil.which(b) is None]
+        if missing:
+            raise TestbedUnavailable(f"missing {', '.join(missing)}: {INSTALL_HINT}")
+        self._postfix_master = Path(_run(["postconf", "-h", "daemon_directory"])) / "master"
+        for path in (self._postfix_master, Path("/usr/lib/dovecot/imap"),
+                     Path("/usr/lib/dovecot/lmtp")):
+            if not path.exists():
+                raise TestbedUnavailable(f"missing {path}: {INSTALL_HINT}")
+        for user in (MAIL_USER, "dovecot", "dovenull", "postfix"):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise TestbedUnavailable(f"no system user {user!r}: {INSTALL_HINT}") from None
+
+    def _prepare_root(self) -> None:
+        # Dovecot's auth (user dovecot) and mail (user mail) processes must reach files
+        # under root, but pytest's tmp dirs are 0700: add search permission up the tree.
+        for d in [self.root, *self.root.parents]:
+            mode = d.stat().st_mode
+            if not mode & 0o001:
+                d.chmod(mode | 0o001)
+        for sub in ("logs", "certs", "mail", "users", "postfix", "oauth2-keys/default/HS256"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.root / "mail", self.root / "users", self.root / "oauth2-keys"):
+            d.chmod(0o755)
+        # Dovecot reads the key as base64 from <dict>/default/HS256/default.
+        _write_atomic(self.root / "oauth2-keys/default/HS256/default",
+                      base64.b64encode(self.jwt_key).decode())
+        sans = ("localhost", "127.0.0.1", self.starttls_host, self.untrusted_host)
+        for name, ca in (("trusted", self.ca), ("untrusted", self.untrusted_ca)):
+            cert = ca.issue_cert(*sans)
+            cert.private_key_pem.write_to_path(str(self.root / f"certs/{name}.key"))
+            chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+            (self.root / f"certs/{name}.pem").write_bytes(chain)
+        for u in (self.catchall, "postmaster@" + self.domain):
+            self.add_user(u)
+        with self._lock:
+            self._write_send_as()
+
+    def _pick_ports(self) -> None:
+        def free(ip: str) -> int:
+            with socket.socket() as s:
+                s.bind((ip, 0))
+                return s.getsockname()[1]
+
+        self.imaps_port = free("127.0.0.1")
+        self.imap_starttls_port = free(self.starttls_host)
+        self.untrusted_imaps_port = free(self.untrusted_host)
+        self.lmtp_port = free("127.0.0.1")
+        self.submission_port = free("127.0.0.1")
+        self.smtps_port = free("127.0.0.1")
+        self.untrusted_submission_port = free("127.0.0.1")
+
+    def _render(self) -> None:
+        values = {
+            "TB_ROOT": str(self.root),
+            "TB_RUN": str(self.run_dir),
+            "TB_INSTANCE": self.instance,
+            "TB_DOMAIN": self.domain,
+            "TB_DOMAIN_RE": re.escape(self.domain),
+            "TB_MAIL_UID": str(self._uid),
+            "TB_MAIL_GID": str(self._gid),
+            "TB_STARTTLS_IP": self.starttls_host,
+            "TB_UNTRUSTED_IP": self.untrusted_host,
+            "TB_IMAPS_PORT": str(self.imaps_port),
+            "TB_IMAP_STARTTLS_PORT": str(self.imap_starttls_port),
+            "TB_UNTRUSTED_IMAPS_PORT": str(self.untrusted_imaps_port),
+            "TB_LMTP_PORT": str(self.lmtp_port),
+            "TB_SUBMISSION_PORT": str(self.submission_port),
+            "TB_SMTPS_PORT": str(self.smtps_port),
+            "TB_UNTRUSTED_SUBMISSION_PORT": str(self.untrusted_submission_port),
+        }
+
+        def render(template: str, target: Path, **extra: str) -> None:
+            text = _Template((HERE / template).read_text()).safe_substitute(values, **extra)
+            if "${TB_" in text or "$TB_" in text:
+                raise ValueError(f"unfilled placeholder in {template}")
+            _write_atomic(target, text)
+
+        render("dovecot.conf.tmpl", self.root / "dovecot.conf")
+        render("dovecot-oauth2.conf.tmpl", self.root / "dovecot-oauth2-email.conf",
+               TB_USERNAME_ATTRIBUTE="email")
+        render("dovecot-oauth2.conf.tmpl", self.root / "dovecot-oauth2-mailbox.conf",
+               TB_USERNAME_ATTRIBUTE="mailbox")
+        render("postfix-main.cf.tmpl", self.root / "postfix/main.cf")
+        render("postfix-master.cf.tmpl", self.root / "postfix/master.cf")
+        # Postfix re-reads a main.cf younger than ~2 s until it settles: backdate it.
+        old = time.time() - 60
+        os.utime(self.root / "postfix/main.cf", (old, old))
+        render("postfix/virtual_alias.regexp.tmpl", self.root / "postfix/virtual_alias.regexp")
+        render("postfix/sender_self.regexp", self.root / "postfix/sender_self.regexp")
+        # Postfix's queue/data dirs, as post-install would make them (but without a shell
+        # script per start: that costs a second).
+        q = self.run_dir / "postfix"
+        pf = pwd.getpwnam("postfix").pw_uid
+        postdrop = grp.getgrnam("postdrop").gr_gid
+        dirs = {q: (0, 0, 0o755), q / "pid": (0, 0, 0o755),
+                self.run_dir / "postfix-data": (pf, 0, 0o700),
+                q / "maildrop": (pf, postdrop, 0o730), q / "public": (pf, postdrop, 0o710)}
+        for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
+                     "incoming", "private", "saved", "trace"):
+            dirs[q / name] = (pf, 0, 0o700)
+        for d, (uid, gid, mode) in dirs.items():
+            d.mkdir(exist_ok=True)
+            os.chown(d, uid, gid)
+            d.chmod(mode)
+
+    def _start_dovecot(self) -> None:
+        log = open(self.root / "logs/dovecot.stderr", "ab")
+        self._dovecot = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(self.root / "dovecot.conf")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        self._wait_ports(self._dovecot, "dovecot", [
+            ("127.0.0.1", self.imaps_port), (self.starttls_host, self.imap_starttls_port),
+            (self.untrusted_host, self.untrusted_imaps_port), ("127.0.0.1", self.lmtp_port),
+        ])
+        self._wait_path(self._dovecot, "dovecot", self.run_dir / "dovecot/postfix-auth")
+
+    def _start_postfix(self) -> None:
+        log = open(self.root / "logs/postfix.stderr", "ab")
+        # master -d: stay in the foreground, so the instance is our child and its own
+        # session (start_new_session): stop() kills exactly that session.
+        self._postfix = subprocess.Popen(
+            [str(self._postfix_master), "-d", "-c", str(self.root / "postfix")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, "MAIL_CONFIG": str(self.root / "postfix")},
+        )
+        log.close()
+        self._wait_ports(self._postfix, "postfix", [
+            ("127.0.0.1", p) for p in
+            (self.submission_port, self.smtps_port, self.untrusted_submission_port)
+        ])
+
+    def _wait_ports(self, proc: subprocess.Popen, name: str, addrs, timeout=10.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(addrs)
+        while pending:
+            if proc.poll() is not None:
+                tail = self._log_tail()
+                if "in use" in tail:
+                    raise _PortClash(tail)
+                raise TestbedUnavailable(f"{name} exited with {proc.returncode}:\n{tail}")
+            try:
+                socket.create_connection(pending[0], timeout=0.5).close()
+                pending.pop(0)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TestbedUnavailable(
+                        f"{name} not listening on {pending[0]}:\n{self._log_tail()}")
+                time.sleep(0.02)
+
+    def _wait_path(self, proc, name: str, path: Path, timeout=10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise TestbedUnavailable(f"{name}: no {path}:\n{self._log_tail()}")
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        out = []
+        for f in sorted((self.root / "logs").iterdir()):
+            lines = f.read_text("utf-8", "replace").splitlines()[-15:]
+            out.append(f"--- {f.name}\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def _write_send_as(self) -> None:
+        text = "".join(f"{a}\t{','.join(sorted(ls))}\n" for a, ls in sorted(self._send_as.items()))
+        _write_atomic(self.root / "postfix/send_as", text)
+
+    def _reload_postfix(self) -> None:
+        """Make Postfix re-read its maps: HUP the master and wait for the old-generation
+        smtpd processes (which have the old map loaded) to exit."""
+        if self._postfix is None or self._postfix.poll() is not None:
+            return
+        old = _session_pids(self._postfix.pid) - {self._postfix.pid}
+        os.kill(self._postfix.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            alive = {p for p in old if _proc_name(p) == "smtpd"}
+            if not alive and "reload" in _tail(self.root / "logs/postfix.log", 2000):
+                break
+            time.sleep(0.02)
+
+    def _make_folder(self, address: str, folder: str) -> Path:
+        d = self.folder_dir(address, folder)
+        if d not in self._folders_made:
+            for sub in ("", "cur", "new", "tmp"):
+                (d / sub).mkdir(exist_ok=True)
+                os.chown(d / sub, self._uid, self._gid)
+            if d != self.maildir(address):
+                (d / "maildirfolder").touch()
+                os.chown(d / "maildirfolder", self._uid, self._gid)
+            self._folders_made.add(d)
+        return d
+
+
+class _PortClash(Exception):
+    pass
+
+
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Dovecot/Postfix may read while we write: replace the file in one step.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def _tail(path: Path, size: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - size))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _session_pids(sid: int) -> set[int]:
+    """Processes in session ``sid`` -- all of one server instance and nothing else."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # state ppid pgrp session
+                pids.add(int(entry))
+    return pids
+
+
+def _proc_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _terminate(proc: subprocess.Popen | None, grace: float = 3.0) -> None:
+    """SIGTERM the master (it stops its children), then SIGKILL whatever is left in its
+    session. Returns None so callers can write ``self._x = _terminate(self._x)``."""
+    if proc is None:
+        return None
+    sid = proc.pid
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + grace
+    while (left := _session_pids(sid)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+    return None
