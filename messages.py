@@ -326,7 +326,7 @@ def summarize(
         to=_recipients_display(headers.get("to")),
         subject=decode_header(headers.get("subject")),
         size=size,
-        flags=[str(flag) for flag in flags],
+        flags=[flag.decode("ascii", "replace") if isinstance(flag, bytes) else str(flag) for flag in flags],
         message_id=message_id,
     )
 
@@ -549,7 +549,7 @@ class ReadableMessage:
 _READ_HEADERS = ("Date", "From", "To", "Cc", "Subject", "Message-ID")
 _MAX_DEPTH = 40  # deeper MIME nesting is an attack, not a message
 # Re-serialise attached messages without refolding, so their headers stay as received.
-_RAW_POLICY = email.policy.default.clone(refold_source="none")
+_RAW_POLICY = email.policy.default.clone(refold_source="none", linesep="\r\n")
 
 
 def _content_type(part: Message) -> str:
@@ -816,6 +816,7 @@ def _split_address_list(value: str) -> list[str]:
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _NAME_ADDR = re.compile(r"(.*?)\s*<([^<>]*)>", re.DOTALL)
+_UNESCAPED_QUOTE = re.compile(r'(?<!\\)"')
 
 
 def _valid_addr(addr: str) -> str | None:
@@ -850,14 +851,14 @@ def _unquote_name(name: str) -> str:
 
 def _parse_one(chunk: str, field: str) -> tuple[str, str]:
     match = _NAME_ADDR.fullmatch(chunk)
-    name, addr = (_unquote_name(match.group(1).strip()), match.group(2).strip()) if match else ("", chunk)
+    name, addr = (match.group(1).strip(), match.group(2).strip()) if match else ("", chunk)
     valid = _valid_addr(addr)
-    if valid is None:
+    if valid is None or len(_UNESCAPED_QUOTE.findall(name)) % 2:
         raise errors.BadInputError(
             f"{field}: {chunk!r} is not a valid address",
             hint="use user@example.com or 'Name <user@example.com>'",
         )
-    return name.strip(), valid
+    return _unquote_name(name).strip(), valid
 
 
 def parse_addresses(values: list[str], field: str) -> list[tuple[str, str]]:

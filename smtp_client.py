@@ -153,15 +153,16 @@ def _open(settings: Settings) -> smtplib.SMTP:
     context = tls_context(settings.ca_bundle)
     log.info("connecting to %s:%s", host, port)
     debug = 1 if log.isEnabledFor(logging.DEBUG) else 0
+    # The host goes to the constructor: smtplib only remembers it there, and STARTTLS needs it
+    # for the certificate's hostname check.
+    conn: smtplib.SMTP
     if port == IMPLICIT_TLS_PORT:
-        conn: smtplib.SMTP = _SMTP_SSL(timeout=timeout, context=context)
+        conn = _SMTP_SSL(host, port, timeout=timeout, context=context)
         conn.set_debuglevel(debug)
-        conn.connect(host, port)
         conn.ehlo()
         return conn
-    conn = _SMTP(timeout=timeout)
+    conn = _SMTP(host, port, timeout=timeout)
     conn.set_debuglevel(debug)
-    conn.connect(host, port)
     conn.ehlo()
     if not conn.has_extn("starttls"):
         conn.close()

@@ -33,7 +33,7 @@ a token whose ``mailbox`` claim equals the login user (``access_token("alice@...
 mailbox="shared@...")``) also logs in as that mailbox, over IMAP and SMTP.
 
 Mail: Postfix sends example.com over LMTP to Dovecot. Any other domain is rewritten to
-``catchall+<local>=<domain>@example.com`` (one copy per external recipient, lowercased);
+``catchall+<local>=<domain>@example.com`` (one copy per external recipient, case kept);
 ``external_mail()`` reads them back with the original recipient. Senders must be the SASL
 login (refused at MAIL FROM with 553) unless ``allow_send_as`` says otherwise.
 
@@ -87,7 +87,7 @@ class _Template(string.Template):
 class ExternalMail:
     """A copy of a message sent to an address outside ``domain``."""
 
-    recipient: str  # original envelope recipient (lowercase)
+    recipient: str  # original envelope recipient, as the client sent it
     message: EmailMessage
     path: Path
 
@@ -98,14 +98,18 @@ class MailServers:
     starttls_host = "127.0.0.2"
     untrusted_host = "127.0.0.3"
     catchall = "catchall@example.com"
+    shared_prefix = "shared"  # delegation works for logins as shared*@ mailboxes
 
     def __init__(self, root: Path, ca: trustme.CA, untrusted_ca: trustme.CA, jwt_key: bytes):
         self.root = Path(root).resolve()
+        # Everything the servers touch lives in a short, world-traversable /tmp dir:
+        # pytest's tmp dirs are 0700 (and any pytest session starting meanwhile resets
+        # them to 0700), Dovecot/Postfix drop root, and unix socket paths max 108 bytes.
+        self.dir = Path("/nonexistent")
         self.ca = ca
         self.untrusted_ca = untrusted_ca
         self.jwt_key = jwt_key
         self.instance = "mbtb-" + secrets.token_hex(4)
-        self.run_dir: Path | None = None
         self.imaps_port = self.imap_starttls_port = self.untrusted_imaps_port = 0
         self.submission_port = self.smtps_port = self.untrusted_submission_port = 0
         self.lmtp_port = 0
@@ -122,11 +126,11 @@ class MailServers:
     def start(self) -> None:
         self._check_environment()
         self._uid, self._gid = pwd.getpwnam(MAIL_USER).pw_uid, grp.getgrnam(MAIL_USER).gr_gid
-        self._prepare_root()
         for attempt in range(3):  # a picked port may be taken by someone else meanwhile
+            self.dir = Path(tempfile.mkdtemp(prefix="mbtb-", dir="/tmp"))
+            self.dir.chmod(0o755)
+            self._prepare_dir()
             self._pick_ports()
-            self.run_dir = Path(tempfile.mkdtemp(prefix="mbtb-", dir="/tmp"))
-            self.run_dir.chmod(0o755)
             self._render()
             try:
                 self._start_dovecot()
@@ -140,9 +144,11 @@ class MailServers:
         """Stop both servers and kill anything left of this instance. Idempotent."""
         self.stop_postfix()
         self._dovecot = _terminate(self._dovecot)
-        if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            self.run_dir = None
+        if self.dir.is_dir():
+            # Keep the logs next to the test's tmp dir; the mail goes away.
+            shutil.copytree(self.dir / "logs", self.root / "logs", dirs_exist_ok=True)
+            (self.root / "mailservers").unlink(missing_ok=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop_postfix(self) -> None:
         self._postfix = _terminate(self._postfix)
@@ -173,8 +179,9 @@ class MailServers:
                 os.chown(d, self._uid, self._gid)
                 d.chmod(0o700)
             self._users.append(address)
-            line = f"{address}::{self._uid}:{self._gid}::{home}::\n"
-            _write_atomic(self.root / "users" / address, line)
+            # "{CRYPT}!" matches no password: only tokens authenticate.
+            line = f"{address}:{{CRYPT}}!:{self._uid}:{self._gid}::{home}::\n"
+            _write_atomic(self.dir / "users" / address, line)
 
     def allow_send_as(self, login: str, address: str) -> None:
         """Let SASL user ``login`` use MAIL FROM ``address`` (besides ``address`` itself)."""
@@ -184,7 +191,7 @@ class MailServers:
         self._reload_postfix()
 
     def home(self, address: str) -> Path:
-        return self.root / "mail" / address.lower()
+        return self.dir / "mail" / address.lower()
 
     def maildir(self, address: str) -> Path:
         """The user's Maildir root (= INBOX); subfolders are Maildir++ ``.Name``."""
@@ -262,7 +269,7 @@ class MailServers:
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}; see {self.root / 'logs'}")
+                raise TimeoutError(f"timed out waiting for {what}; see {self.dir / 'logs'}")
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ internals
@@ -284,27 +291,26 @@ class MailServers:
             except KeyError:
                 raise TestbedUnavailable(f"no system user {user!r}: {INSTALL_HINT}") from None
 
-    def _prepare_root(self) -> None:
-        # Dovecot's auth (user dovecot) and mail (user mail) processes must reach files
-        # under root, but pytest's tmp dirs are 0700: add search permission up the tree.
-        for d in [self.root, *self.root.parents]:
-            mode = d.stat().st_mode
-            if not mode & 0o001:
-                d.chmod(mode | 0o001)
+    def _prepare_dir(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        link = self.root / "mailservers"  # for humans poking at a running test
+        link.unlink(missing_ok=True)
+        link.symlink_to(self.dir)
         for sub in ("logs", "certs", "mail", "users", "postfix", "oauth2-keys/default/HS256"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for d in (self.root, self.root / "mail", self.root / "users", self.root / "oauth2-keys"):
-            d.chmod(0o755)
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.dir / sub).chmod(0o755)
         # Dovecot reads the key as base64 from <dict>/default/HS256/default.
-        _write_atomic(self.root / "oauth2-keys/default/HS256/default",
+        _write_atomic(self.dir / "oauth2-keys/default/HS256/default",
                       base64.b64encode(self.jwt_key).decode())
         sans = ("localhost", "127.0.0.1", self.starttls_host, self.untrusted_host)
         for name, ca in (("trusted", self.ca), ("untrusted", self.untrusted_ca)):
             cert = ca.issue_cert(*sans)
-            cert.private_key_pem.write_to_path(str(self.root / f"certs/{name}.key"))
+            cert.private_key_pem.write_to_path(str(self.dir / f"certs/{name}.key"))
             chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-            (self.root / f"certs/{name}.pem").write_bytes(chain)
-        for u in (self.catchall, "postmaster@" + self.domain):
+            (self.dir / f"certs/{name}.pem").write_bytes(chain)
+        # On a restart after stop(), re-create the users (their mail is gone).
+        users, self._users, self._folders_made = self._users, [], set()
+        for u in (self.catchall, "postmaster@" + self.domain, *users):
             self.add_user(u)
         with self._lock:
             self._write_send_as()
@@ -325,11 +331,11 @@ class MailServers:
 
     def _render(self) -> None:
         values = {
-            "TB_ROOT": str(self.root),
-            "TB_RUN": str(self.run_dir),
+            "TB_ROOT": str(self.dir),
             "TB_INSTANCE": self.instance,
             "TB_DOMAIN": self.domain,
             "TB_DOMAIN_RE": re.escape(self.domain),
+            "TB_SHARED_PREFIX": self.shared_prefix,
             "TB_MAIL_UID": str(self._uid),
             "TB_MAIL_GID": str(self._gid),
             "TB_STARTTLS_IP": self.starttls_host,
@@ -349,25 +355,25 @@ class MailServers:
                 raise ValueError(f"unfilled placeholder in {template}")
             _write_atomic(target, text)
 
-        render("dovecot.conf.tmpl", self.root / "dovecot.conf")
-        render("dovecot-oauth2.conf.tmpl", self.root / "dovecot-oauth2-email.conf",
+        render("dovecot.conf.tmpl", self.dir / "dovecot.conf")
+        render("dovecot-oauth2.conf.tmpl", self.dir / "dovecot-oauth2-email.conf",
                TB_USERNAME_ATTRIBUTE="email")
-        render("dovecot-oauth2.conf.tmpl", self.root / "dovecot-oauth2-mailbox.conf",
+        render("dovecot-oauth2.conf.tmpl", self.dir / "dovecot-oauth2-mailbox.conf",
                TB_USERNAME_ATTRIBUTE="mailbox")
-        render("postfix-main.cf.tmpl", self.root / "postfix/main.cf")
-        render("postfix-master.cf.tmpl", self.root / "postfix/master.cf")
+        render("postfix-main.cf.tmpl", self.dir / "postfix/main.cf")
+        render("postfix-master.cf.tmpl", self.dir / "postfix/master.cf")
         # Postfix re-reads a main.cf younger than ~2 s until it settles: backdate it.
         old = time.time() - 60
-        os.utime(self.root / "postfix/main.cf", (old, old))
-        render("postfix/virtual_alias.regexp.tmpl", self.root / "postfix/virtual_alias.regexp")
-        render("postfix/sender_self.regexp", self.root / "postfix/sender_self.regexp")
+        os.utime(self.dir / "postfix/main.cf", (old, old))
+        render("postfix/virtual_alias.regexp.tmpl", self.dir / "postfix/virtual_alias.regexp")
+        render("postfix/sender_self.regexp", self.dir / "postfix/sender_self.regexp")
         # Postfix's queue/data dirs, as post-install would make them (but without a shell
         # script per start: that costs a second).
-        q = self.run_dir / "postfix"
+        q = self.dir / "postfix-queue"
         pf = pwd.getpwnam("postfix").pw_uid
         postdrop = grp.getgrnam("postdrop").gr_gid
         dirs = {q: (0, 0, 0o755), q / "pid": (0, 0, 0o755),
-                self.run_dir / "postfix-data": (pf, 0, 0o700),
+                self.dir / "postfix-data": (pf, 0, 0o700),
                 q / "maildrop": (pf, postdrop, 0o730), q / "public": (pf, postdrop, 0o710)}
         for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
                      "incoming", "private", "saved", "trace"):
@@ -378,9 +384,9 @@ class MailServers:
             d.chmod(mode)
 
     def _start_dovecot(self) -> None:
-        log = open(self.root / "logs/dovecot.stderr", "ab")
+        log = open(self.dir / "logs/dovecot.stderr", "ab")
         self._dovecot = subprocess.Popen(
-            ["dovecot", "-F", "-c", str(self.root / "dovecot.conf")],
+            ["dovecot", "-F", "-c", str(self.dir / "dovecot.conf")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
@@ -388,16 +394,16 @@ class MailServers:
             ("127.0.0.1", self.imaps_port), (self.starttls_host, self.imap_starttls_port),
             (self.untrusted_host, self.untrusted_imaps_port), ("127.0.0.1", self.lmtp_port),
         ])
-        self._wait_path(self._dovecot, "dovecot", self.run_dir / "dovecot/postfix-auth")
+        self._wait_path(self._dovecot, "dovecot", self.dir / "dovecot/postfix-auth")
 
     def _start_postfix(self) -> None:
-        log = open(self.root / "logs/postfix.stderr", "ab")
+        log = open(self.dir / "logs/postfix.stderr", "ab")
         # master -d: stay in the foreground, so the instance is our child and its own
         # session (start_new_session): stop() kills exactly that session.
         self._postfix = subprocess.Popen(
-            [str(self._postfix_master), "-d", "-c", str(self.root / "postfix")],
+            [str(self._postfix_master), "-d", "-c", str(self.dir / "postfix")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            env={**os.environ, "MAIL_CONFIG": str(self.root / "postfix")},
+            env={**os.environ, "MAIL_CONFIG": str(self.dir / "postfix")},
         )
         log.close()
         self._wait_ports(self._postfix, "postfix", [
@@ -432,14 +438,14 @@ class MailServers:
 
     def _log_tail(self) -> str:
         out = []
-        for f in sorted((self.root / "logs").iterdir()):
+        for f in sorted((self.dir / "logs").iterdir()):
             lines = f.read_text("utf-8", "replace").splitlines()[-15:]
             out.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
     def _write_send_as(self) -> None:
         text = "".join(f"{a}\t{','.join(sorted(ls))}\n" for a, ls in sorted(self._send_as.items()))
-        _write_atomic(self.root / "postfix/send_as", text)
+        _write_atomic(self.dir / "postfix/send_as", text)
 
     def _reload_postfix(self) -> None:
         """Make Postfix re-read its maps: HUP the master and wait for the old-generation
@@ -451,7 +457,7 @@ class MailServers:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             alive = {p for p in old if _proc_name(p) == "smtpd"}
-            if not alive and "reload" in _tail(self.root / "logs/postfix.log", 2000):
+            if not alive and "reload" in _tail(self.dir / "logs/postfix.log", 2000):
                 break
             time.sleep(0.02)
 

@@ -269,12 +269,17 @@ def test_imap_commands_are_recorded(servers, ctx):
 
 
 def test_shared_mailbox_delegation(servers, ctx):
-    alice, bob, shared = new_user(servers), new_user(servers), new_user(servers)
+    alice, bob = new_user(servers), new_user(servers)
+    shared = f"shared{next(_ids)}x{time.monotonic_ns() % 10**6}@example.com"
+    servers.add_user(shared)
     token = access_token(alice, KEY, mailbox=shared)
     imap_login(servers, ctx, shared, token).logout()
     imap_login(servers, ctx, alice, token).logout()  # the delegate token still works for alice
-    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+    # (a token without the claim is an internal error in Dovecot here: UNAVAILABLE)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED|UNAVAILABLE"):
         imap_login(servers, ctx, shared, access_token(bob, KEY))
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        imap_login(servers, ctx, shared, access_token(bob, KEY, mailbox=alice))
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
         imap_login(servers, ctx, bob, token)
     smtp = smtp_login(servers, ctx, shared, token)

@@ -1,0 +1,194 @@
+"""Fixtures: a real Dovecot + Postfix test bed and the identity stand-in, shared by the session,
+and for each test a fresh account, a private config (temp dir, env vars) and a CLI runner.
+
+Where Dovecot/Postfix cannot run (no root, not installed), integration tests are skipped
+with a reason; in CI (``CI`` or ``MAILBOT_REQUIRE_TESTBED`` set) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.idp import IdentityStandIn
+from tests.testbed.mailservers import MailServers, TestbedUnavailable
+
+REPO = Path(__file__).resolve().parent.parent
+MAILBOT = REPO / "mailbot.py"
+CLIENT_ID = "5d8c2a1e-7f3b-4c9a-9e21-0a1b2c3d4e5f"
+_counter = itertools.count(1)
+
+
+def _must_run() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("MAILBOT_REQUIRE_TESTBED"))
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def untrusted_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def jwt_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture(scope="session")
+def ca_pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def servers(
+    ca: trustme.CA, untrusted_ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MailServers]:
+    mail = MailServers(tmp_path_factory.mktemp("mailservers"), ca, untrusted_ca, jwt_key)
+    try:
+        mail.start()
+    except TestbedUnavailable as exc:
+        mail.stop()
+        if _must_run():
+            pytest.fail(f"the mail test bed must run in CI: {exc}")
+        pytest.skip(f"Dovecot/Postfix test bed unavailable: {exc}")
+    yield mail
+    mail.stop()
+
+
+@pytest.fixture(scope="session")
+def idp_session(ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityStandIn]:
+    stand_in = IdentityStandIn(ca, jwt_key, workdir=tmp_path_factory.mktemp("idp"))
+    yield stand_in
+    stand_in.stop()
+
+
+@pytest.fixture
+def idp(idp_session: IdentityStandIn) -> Iterator[IdentityStandIn]:
+    """The session's stand-in, with every knob back at its default after the test."""
+    defaults = {
+        name: getattr(idp_session, name)
+        for name in ("interval", "device_code_lifetime", "access_token_lifetime", "reject_reused_refresh_tokens")
+    }
+    idp_session.reset_counts()
+    yield idp_session
+    idp_session.clear_rules()
+    idp_session.clear_faults()
+    for name, value in defaults.items():
+        setattr(idp_session, name, value)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes = b""
+
+
+@dataclass
+class Account:
+    """One test's mailbox, configuration and CLI runner."""
+
+    address: str
+    home: Path
+    env: dict[str, str]
+    servers: MailServers
+    idp: IdentityStandIn
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.env["MAILBOT_TOKEN_CACHE"])
+
+    def run(
+        self,
+        *args: str,
+        input: bytes | str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> Result:
+        """Run ``python mailbot.py ARGS`` as a cron job would: no terminal, stdin empty unless given."""
+        data = input.encode() if isinstance(input, str) else input
+        proc = subprocess.run(
+            [sys.executable, str(MAILBOT), *args],
+            cwd=self.home,
+            env={**self.env, **(env or {})},
+            input=data,
+            stdin=None if data is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return Result(
+            proc.returncode,
+            proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+            proc.stdout,
+        )
+
+    def login(self) -> Result:
+        """A real device-code sign-in through MSAL, approved at once by the stand-in."""
+        self.idp.auto_approve(self.address, after_polls=0)
+        result = self.run("login")
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def seed(self, raw: bytes, **kwargs: Any) -> Path:
+        return self.servers.seed(self.address, raw, **kwargs)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The parent environment without any mailbot/Outlook setting, so a developer's own config never leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTLOOK_", "MAILBOT_"))}
+    env["HOME"] = str(home)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@pytest.fixture
+def account(
+    servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: Path
+) -> Account:
+    address = f"t{os.getpid()}x{next(_counter)}@example.com"
+    servers.add_user(address)
+    home = tmp_path / "home"
+    home.mkdir()
+    env_file = home / "empty.env"
+    env_file.write_text("")
+    env = base_env(home) | {
+        "MAILBOT_ENV_FILE": str(env_file),
+        "OUTLOOK_USERNAME": address,
+        "OUTLOOK_CLIENT_ID": CLIENT_ID,
+        "OUTLOOK_AUTHORITY": idp.authority("organizations"),
+        "OUTLOOK_IMAP_SERVER": servers.host,
+        "OUTLOOK_IMAP_PORT": str(servers.imaps_port),
+        "OUTLOOK_SMTP_SERVER": servers.host,
+        "OUTLOOK_SMTP_PORT": str(servers.submission_port),
+        "MAILBOT_TOKEN_CACHE": str(home / "token_cache.json"),
+        "MAILBOT_CA_BUNDLE": str(ca_pem),
+        "MAILBOT_TIMEOUT": "10",
+        "MAILBOT_SEND_RATE": "6000",
+    }
+    return Account(address, home, env, servers, idp)
+
+
+@pytest.fixture
+def signed_in(account: Account) -> Account:
+    account.login()
+    account.idp.reset_counts()
+    return account
