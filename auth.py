@@ -318,10 +318,14 @@ class Authenticator:
     def _call(self, action: Callable[[], Any]) -> Any:
         """Run an MSAL call, turning network trouble into errors a cron job can act on."""
         import requests
+        from msal.exceptions import MsalServiceError
 
         host = urlparse(self.settings.authority).netloc
         try:
             return action()
+        except MsalServiceError as exc:
+            # MSAL raises this for HTTP 5xx from the token endpoint.
+            raise TemporaryFailure(f"identity platform {host} answered {exc}; try again later") from exc
         except requests.exceptions.SSLError as exc:
             raise ServiceRefused(
                 f"TLS certificate of {host} could not be verified: {_reason(exc)}",

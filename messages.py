@@ -404,6 +404,10 @@ _LINE_TAGS = {
 }  # fmt: skip
 
 
+_LOOK_BACK = 16
+_MAX_INDENT = 8  # list nesting levels shown; deeper lists are not worth a screen of spaces
+
+
 class _TextExtractor(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -417,11 +421,13 @@ class _TextExtractor(HTMLParser):
         return any(self._skip.values())
 
     def _trailing_newlines(self) -> int:
+        """Newlines ending the output (at most 2 are counted; -1 when there is no output yet)."""
         count = 0
-        for piece in reversed(self.out):
+        # Bounded look-back keeps hostile input (100k empty cells) linear.
+        for piece in self.out[-1:-_LOOK_BACK:-1]:
             stripped = piece.rstrip(" ")
             count += len(stripped) - len(stripped.rstrip("\n"))
-            if stripped.rstrip("\n"):
+            if stripped.rstrip("\n") or count >= 2:
                 return count
         return count if self.out else -1
 
@@ -443,7 +449,7 @@ class _TextExtractor(HTMLParser):
             self._list_depth += 1
         elif tag == "li":
             self._break(1)
-            self.out.append("  " * max(0, self._list_depth - 1) + "- ")
+            self.out.append("  " * min(_MAX_INDENT, max(0, self._list_depth - 1)) + "- ")
         elif tag == "br":
             self.out.append("\n")
         elif tag in ("td", "th"):
@@ -650,14 +656,18 @@ def parse_for_reading(raw: bytes) -> ReadableMessage:
     Body: the text/plain part(s), else HTML reduced to text, else "". Attachments: every
     other leaf part; an attached message is one attachment. Unnamed parts get "part-N.ext".
     """
-    msg = _HEADER_PARSER.parsebytes(raw)
-    first = _first_headers(msg)
-    headers = [(name, decode_header(first[name.lower()])) for name in _READ_HEADERS if name.lower() in first]
     attachments: list[Attachment] = []
     try:
+        msg = _HEADER_PARSER.parsebytes(raw)
         plains, htmls = _collect(msg, attachments, 0)
     except RecursionError:
-        plains, htmls = [], []
+        # Nesting deeper than the email package can parse: show the headers and the raw body.
+        msg = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+        body = msg.get_payload()
+        plains = [_from_surrogates(body) if isinstance(body, str) else ""]
+        htmls, attachments = [], []
+    first = _first_headers(msg)
+    headers = [(name, decode_header(first[name.lower()])) for name in _READ_HEADERS if name.lower() in first]
     if plains:
         body = "\n\n".join(t.strip("\r\n") for t in plains)
     elif htmls:
@@ -682,9 +692,12 @@ def human_size(size: int) -> str:
 def format_readable(msg: ReadableMessage) -> str:
     """Terminal text: header lines, blank line, body, then the attachment list."""
     lines = [f"{name}: {_clean(value)}" for name, value in msg.headers]
-    lines += ["", _clean_body(msg.body).rstrip("\n")]
+    lines.append("")
+    body = _clean_body(msg.body).rstrip("\n")
+    if body:
+        lines.append(body)
     if msg.attachments:
-        lines += ["", "Attachments:"]
+        lines += ["", "Attachments:"] if body else ["Attachments:"]
         for att in msg.attachments:
             lines.append(f"  {_clean(att.filename)} ({human_size(att.size)}, {_clean(att.content_type)})")
     return "\n".join(lines) + "\n"

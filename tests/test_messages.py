@@ -455,6 +455,21 @@ def test_parse_for_reading_deep_nesting_does_not_recurse_forever():
     assert msg.body == ""  # beyond the depth limit nothing is shown, and nothing raises
 
 
+@pytest.mark.parametrize("kind", ["multipart", "rfc822"])
+def test_parse_for_reading_nesting_beyond_the_email_package(kind):
+    depth = 1100  # past the interpreter recursion limit (1000)
+    if kind == "multipart":
+        nest = b"".join(
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth)
+        )
+    else:
+        nest = b"Content-Type: message/rfc822\r\n\r\n" * depth
+    raw = b"Subject: deep\r\n" + nest + b"Subject: x\r\n\r\nhi"
+    msg = messages.parse_for_reading(raw)
+    assert msg.headers == [("Subject", "deep")]
+    assert msg.body.endswith("hi")  # shown raw rather than raising RecursionError
+
+
 def test_format_readable():
     msg = messages.ReadableMessage(
         headers=[("From", "Alice <a@x.org>"), ("Subject", "Hi\x1b[2J")],
