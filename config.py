@@ -27,6 +27,8 @@ SETTINGS_HELP = {
     "OUTLOOK_AUTHORITY": "an https URL such as https://login.microsoftonline.com/consumers",
     "OUTLOOK_IMAP_SERVER": "a host name, e.g. outlook.office365.com",
     "OUTLOOK_IMAP_PORT": "a port number: 993 (implicit TLS) or 143 (STARTTLS)",
+    "OUTLOOK_IMAP_TLS": "implicit or starttls (default: starttls on port 143, implicit otherwise)",
+    "OUTLOOK_SMTP_TLS": "implicit or starttls (default: implicit on port 465, starttls otherwise)",
     "OUTLOOK_SMTP_SERVER": "a host name, e.g. smtp.office365.com",
     "OUTLOOK_SMTP_PORT": "a port number: 587 (STARTTLS) or 465 (implicit TLS)",
     "OUTLOOK_MAILBOX": "a shared mailbox address you have delegate access to",
@@ -48,8 +50,10 @@ class Settings:
     authority: str
     imap_host: str
     imap_port: int
+    imap_tls: str
     smtp_host: str
     smtp_port: int
+    smtp_tls: str
     mailbox: str | None
     token_cache: Path
     state_dir: Path
@@ -167,6 +171,12 @@ def load_settings(
             raise _malformed(name, value)
         return int(value)
 
+    def tls_mode(name: str, implicit_by_default: bool) -> str:
+        value = (text(name) or ("implicit" if implicit_by_default else "starttls")).lower()
+        if value not in ("implicit", "starttls"):
+            raise _malformed(name, value)
+        return value
+
     username = text("OUTLOOK_USERNAME")
     if username is not None and not ADDRESS.match(username):
         raise _malformed("OUTLOOK_USERNAME", username)
@@ -186,6 +196,8 @@ def load_settings(
     if ca_bundle is not None and not ca_bundle.is_file():
         raise ConfigError(f"MAILBOT_CA_BUNDLE names {ca_bundle}, which does not exist")
 
+    imap_port = port("OUTLOOK_IMAP_PORT", 993)
+    smtp_port = port("OUTLOOK_SMTP_PORT", 587)
     default_cache_dir = env_path.parent if env_path else cwd
     token_cache = path("MAILBOT_TOKEN_CACHE") or default_cache_dir / "token_cache.json"
     state_dir = path("MAILBOT_STATE_DIR") or token_cache.parent
@@ -195,10 +207,11 @@ def load_settings(
         client_id=client_id,
         authority=authority.rstrip("/"),
         imap_host=text("OUTLOOK_IMAP_SERVER") or "outlook.office365.com",
-        imap_port=port("OUTLOOK_IMAP_PORT", 993),
-        smtp_host=text("OUTLOOK_SMTP_SERVER")
-        or ("smtp-mail.outlook.com" if personal else "smtp.office365.com"),
-        smtp_port=port("OUTLOOK_SMTP_PORT", 587),
+        imap_port=imap_port,
+        imap_tls=tls_mode("OUTLOOK_IMAP_TLS", implicit_by_default=imap_port != 143),
+        smtp_host=text("OUTLOOK_SMTP_SERVER") or ("smtp-mail.outlook.com" if personal else "smtp.office365.com"),
+        smtp_port=smtp_port,
+        smtp_tls=tls_mode("OUTLOOK_SMTP_TLS", implicit_by_default=smtp_port == 465),
         mailbox=mailbox,
         token_cache=token_cache,
         state_dir=state_dir,

@@ -105,7 +105,7 @@ class Doctor:
 
     def imap_tls(self) -> str | None:
         s = self.settings
-        if s.imap_port == imap_client.STARTTLS_PORT:
+        if s.imap_tls == "starttls":
             return "checked with STARTTLS during sign-in"
         context = tls_context(s.ca_bundle)
         try:

@@ -14,6 +14,7 @@ EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -47,6 +48,12 @@ class InputFileError(MailbotError):
     """Raised when a file named on the command line is missing or unreadable."""
 
     exit_code = EX_NOINPUT
+
+
+class OutputError(MailbotError):
+    """Raised when a file mailbot must write (an attachment, a Maildir, a queue entry) cannot be created."""
+
+    exit_code = EX_CANTCREAT
 
 
 class ConfigError(MailbotError):

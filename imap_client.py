@@ -26,7 +26,6 @@ from errors import BadInputError, ServiceRefused, SignInRequired, TemporaryFailu
 from netutil import network_error, tls_context
 
 log = logging.getLogger("mailbot.imap")
-STARTTLS_PORT = 143
 AUTH_HINT = (
     "the server refused the token: check that IMAP is switched on for the mailbox "
     "(Outlook.com: Settings > Mail > Forwarding and IMAP), that OUTLOOK_USERNAME (or --mailbox) "
@@ -186,7 +185,7 @@ def _open(settings: Settings) -> imaplib.IMAP4:
     host, port, timeout = settings.imap_host, settings.imap_port, settings.timeout
     context = tls_context(settings.ca_bundle)
     log.info("connecting to %s:%s", host, port)
-    if port == STARTTLS_PORT:
+    if settings.imap_tls == "starttls":
         conn: imaplib.IMAP4 = _IMAP4(host, port, timeout=timeout)
         if "STARTTLS" not in conn.capabilities:
             conn.shutdown()

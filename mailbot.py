@@ -26,6 +26,7 @@ exit codes:
   65  bad input data (invalid address, header injection, unknown UID or folder)
   66  an input file is missing or unreadable
   69  service refused permanently (certificate, SMTP AUTH disabled, sender not allowed)
+  73  an output file (attachment, Maildir, queue entry) cannot be created
   75  temporary failure (network, timeout, 4xx, another run holds the lock): retry later
   77  sign-in required or token refused: run "python mailbot.py login"
   78  configuration missing or malformed

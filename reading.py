@@ -20,7 +20,7 @@ import imapwire
 import messages
 from auth import Authenticator, person_present
 from config import Settings
-from errors import EX_OK, BadInputError, InputFileError
+from errors import EX_OK, BadInputError, OutputError
 
 log = logging.getLogger("mailbot.list")
 SUMMARY_ITEMS = (
@@ -125,12 +125,12 @@ def read_command(args: argparse.Namespace, settings: Settings) -> int:
     print(messages.format_readable(readable))
     if args.save_attachments:
         directory = Path(args.save_attachments)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputFileError(f"cannot create {directory}: {exc.strerror}") from exc
         for index, attachment in enumerate(readable.attachments, 1):
             name = messages.safe_filename(attachment.filename, f"attachment-{index}")
-            path = messages.save_unique(directory, name, attachment.payload)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                path = messages.save_unique(directory, name, attachment.payload)
+            except OSError as exc:
+                raise OutputError(f"cannot save {name} into {directory}: {exc.strerror or exc}") from exc
             print(f"saved {path}", file=sys.stderr)
     return EX_OK

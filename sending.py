@@ -22,7 +22,7 @@ import messages
 import smtp_client
 from auth import Authenticator, person_present
 from config import Settings
-from errors import EX_OK, InputFileError, UsageError
+from errors import EX_OK, InputFileError, OutputError, UsageError
 
 
 def _read_text(path: str, what: str) -> str:
@@ -95,7 +95,7 @@ def queue_message(directory: Path, outgoing: Outgoing) -> Path:
     try:
         fileutil.atomic_write(path, msg.as_bytes(policy=email.policy.SMTP), mode=0o600)
     except OSError as exc:
-        raise InputFileError(f"cannot write into the queue {directory}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write into the queue {directory}: {exc.strerror or exc}") from exc
     return path
 
 

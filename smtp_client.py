@@ -1,7 +1,7 @@
 """SMTP submission over TLS with SASL XOAUTH2, on top of smtplib.
 
-Port 465 is implicit TLS, anything else is STARTTLS (refused if the server does not
-offer it: a token is never sent in clear). Replies are mapped to what the user can do:
+Implicit TLS (port 465) or STARTTLS (587; refused if the server does not offer it: a
+token is never sent in clear), as ``settings.smtp_tls`` says. Replies are mapped to what the user can do:
 4xx is temporary (75), Microsoft's ``535 5.7.139`` means SMTP AUTH is switched off (69),
 another 535 after one forced refresh means the sign-in is not accepted (77).
 """
@@ -21,7 +21,6 @@ from errors import MailbotError, RecipientsRefused, ServiceRefused, SignInRequir
 from netutil import network_error, tls_context
 
 log = logging.getLogger("mailbot.smtp")
-IMPLICIT_TLS_PORT = 465
 SMTP_AUTH_DISABLED_HINT = (
     "SMTP AUTH is switched off for this tenant or mailbox. An Exchange admin can enable it for the "
     "mailbox with: Set-CASMailbox -Identity <address> -SmtpClientAuthenticationDisabled $false "
@@ -156,7 +155,7 @@ def _open(settings: Settings) -> smtplib.SMTP:
     # The host goes to the constructor: smtplib only remembers it there, and STARTTLS needs it
     # for the certificate's hostname check.
     conn: smtplib.SMTP
-    if port == IMPLICIT_TLS_PORT:
+    if settings.smtp_tls == "implicit":
         conn = _SMTP_SSL(host, port, timeout=timeout, context=context)
         conn.set_debuglevel(debug)
         conn.ehlo()

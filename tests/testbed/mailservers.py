@@ -3,43 +3,56 @@
 Usage::
 
     servers = MailServers(tmp_path, ca, untrusted_ca, jwt_key)
-    servers.start()                      # ~1 s; raises TestbedUnavailable if it can't run
+    servers.start()          # ~0.1 s; raises TestbedUnavailable if it can't run here
     servers.add_user("t1@example.com")
-    ...                                  # token: tests.jwt_hs256.access_token(addr, jwt_key)
-    servers.stop()
+    ...                      # token: tests.jwt_hs256.access_token("t1@example.com", jwt_key)
+    servers.stop()           # ~0.05 s; idempotent
 
 Listeners (ports are picked free at every ``start()``; hosts are fixed):
 
-=============================  ===============  ============================================
-attribute                      connect to       what
-=============================  ===============  ============================================
-``imaps_port``                 ``host``         IMAP, implicit TLS, cert from ``ca``
-``imap_starttls_port``         ``starttls_host``  plain IMAP; AUTHENTICATE only after STARTTLS
-``untrusted_imaps_port``       ``untrusted_host``  IMAP, implicit TLS, cert from ``untrusted_ca``
-``submission_port``            ``host``         SMTP, STARTTLS required before AUTH (587-like)
-``smtps_port``                 ``host``         SMTP, implicit TLS (465-like)
-``untrusted_submission_port``  ``host``         like submission, cert from ``untrusted_ca``
-``lmtp_port``                  ``127.0.0.1``    Dovecot LMTP (Postfix delivers here)
-=============================  ===============  ============================================
+==============================  ====================  =====================================
+attribute                       connect to            what
+==============================  ====================  =====================================
+``imaps_port``                  ``host``              IMAP, implicit TLS, cert from ``ca``
+``imap_starttls_port``          ``starttls_host``     plain IMAP, AUTHENTICATE only after
+                                                      STARTTLS (LOGINDISABLED before)
+``untrusted_imaps_port``        ``untrusted_host``    IMAP, implicit TLS, untrusted_ca cert
+``submission_port``             ``host``              SMTP, AUTH only after STARTTLS (587)
+``smtps_port``                  ``host``              SMTP, implicit TLS (465)
+``untrusted_submission_port``   ``host``              STARTTLS submission, untrusted_ca cert
+``lmtp_port``                   ``127.0.0.1``         Dovecot LMTP (Postfix delivers here)
+==============================  ====================  =====================================
 
-``host`` is "localhost" (127.0.0.1), ``starttls_host`` 127.0.0.2 (Dovecot treats a
-connection whose local and remote IP are equal as secure and would allow AUTH without
-STARTTLS on 127.0.0.1), ``untrusted_host`` 127.0.0.3 (Dovecot picks certs per local IP).
-Both certificates carry SANs localhost, 127.0.0.1, 127.0.0.2, 127.0.0.3.
+``host`` is "localhost" (127.0.0.1); ``starttls_host`` is 127.0.0.2 because Dovecot deems a
+connection whose local and remote IP are equal secure and would allow AUTH without STARTTLS
+on 127.0.0.1 (clients reach 127.0.0.2 from 127.0.0.1); ``untrusted_host`` is 127.0.0.3
+because Dovecot picks certificates by local IP. Both certificates have the SANs localhost,
+127.0.0.1, 127.0.0.2 and 127.0.0.3.
 
-Auth: only XOAUTH2 / OAUTHBEARER. A token is an HS256 JWT signed with ``jwt_key`` whose
-``email`` claim equals the login user, and the user must exist (``add_user``). Delegation:
-a token whose ``mailbox`` claim equals the login user (``access_token("alice@...", key,
-mailbox="shared@...")``) also logs in as that mailbox, over IMAP and SMTP.
+Auth: only XOAUTH2 and OAUTHBEARER, IMAP and SMTP alike. A token is an HS256 JWT signed
+with ``jwt_key`` whose ``email`` claim equals the login user; the user must exist
+(``add_user``). Failures answer at once with NO [AUTHENTICATIONFAILED] / 535 (after the
+XOAUTH2 error continuation). Delegation: logging in as a mailbox named ``shared*@...``
+also works with a token whose ``mailbox`` claim names it (``access_token("alice@...", key,
+mailbox="shared1@example.com")``); a token *without* that claim for such a mailbox gets
+[UNAVAILABLE] (Dovecot calls a missing claim an internal error), which is why delegation
+is limited to that name pattern.
 
-Mail: Postfix sends example.com over LMTP to Dovecot. Any other domain is rewritten to
-``catchall+<local>=<domain>@example.com`` (one copy per external recipient, case kept);
-``external_mail()`` reads them back with the original recipient. Senders must be the SASL
-login (refused at MAIL FROM with 553) unless ``allow_send_as`` says otherwise.
+Mail: Postfix relays example.com over LMTP to Dovecot (one recipient per transaction, so
+each copy has a Delivered-To header). Any other domain is rewritten to
+``catchall+<local>=<domain>@example.com``: one copy per external recipient, read back by
+``external_mail()`` with the original recipient (case as sent). The envelope sender must
+be the SASL login (else 553 at MAIL FROM) unless ``allow_send_as`` allows it.
 
-Files: ``root`` holds configs, ``logs/`` (dovecot.log, postfix.log), ``mail/<address>/``
-(home; ``Maildir/`` and ``rawlog/``). Sockets and the Postfix queue live in a short
-``/tmp/mbtb-*`` dir (unix socket paths are limited to 108 bytes), removed by ``stop()``.
+Files: everything the servers touch lives in ``dir``, a short world-traversable
+``/dev/shm/mbtb-*`` (or ``/tmp``) directory: pytest's tmp dirs are 0700 (and every new
+pytest session resets them to that), Dovecot and Postfix drop root, unix socket paths are
+limited to 108 bytes, and tmpfs makes seeding 100,000 messages ~2x faster. ``dir`` holds
+the rendered configs, ``logs/`` (dovecot.log, postfix.log), ``users/``, ``mail/<address>/``
+(home: ``Maildir/``, ``rawlog/``) and the Postfix queue. While running,
+``root/mailservers`` links to it; ``stop()`` copies ``logs/`` to ``root/logs`` and deletes
+``dir`` (a later ``start()`` is a fresh instance with new ports; users and send-as
+permissions are re-created, mail is not).
 """
 
 from __future__ import annotations
@@ -102,10 +115,7 @@ class MailServers:
 
     def __init__(self, root: Path, ca: trustme.CA, untrusted_ca: trustme.CA, jwt_key: bytes):
         self.root = Path(root).resolve()
-        # Everything the servers touch lives in a short, world-traversable /tmp dir:
-        # pytest's tmp dirs are 0700 (and any pytest session starting meanwhile resets
-        # them to 0700), Dovecot/Postfix drop root, and unix socket paths max 108 bytes.
-        self.dir = Path("/nonexistent")
+        self.dir = Path("/nonexistent")  # the working dir, made by start()
         self.ca = ca
         self.untrusted_ca = untrusted_ca
         self.jwt_key = jwt_key
@@ -139,6 +149,9 @@ class MailServers:
                 return
             except _PortClash:
                 self.stop()
+            except BaseException:
+                self.stop()
+                raise
         raise TestbedUnavailable("could not find free ports after 3 tries")
 
     def stop(self) -> None:
@@ -175,6 +188,9 @@ class MailServers:
         with self._lock:
             if address in self._users:
                 return
+            if not self.dir.is_dir():  # not started: start() creates it
+                self._users.append(address)
+                return
             home = self.home(address)
             for d in (home, home / "Maildir", home / "rawlog"):
                 d.mkdir(exist_ok=True)
@@ -189,6 +205,8 @@ class MailServers:
         """Let SASL user ``login`` use MAIL FROM ``address`` (besides ``address`` itself)."""
         with self._lock:
             self._send_as.setdefault(address.lower(), {address.lower()}).add(login.lower())
+            if not self.dir.is_dir():  # not started: start() writes it
+                return
             self._write_send_as()
         self._reload_postfix()
 
@@ -292,11 +310,13 @@ class MailServers:
                      Path("/usr/lib/dovecot/lmtp")):
             if not path.exists():
                 raise TestbedUnavailable(f"missing {path}: {INSTALL_HINT}")
-        for user in (MAIL_USER, "dovecot", "dovenull", "postfix"):
-            try:
+        try:
+            for user in (MAIL_USER, "dovecot", "dovenull", "postfix"):
                 pwd.getpwnam(user)
-            except KeyError:
-                raise TestbedUnavailable(f"no system user {user!r}: {INSTALL_HINT}") from None
+            for group in (MAIL_USER, "postdrop"):
+                grp.getgrnam(group)
+        except KeyError as exc:
+            raise TestbedUnavailable(f"missing system user/group {exc}: {INSTALL_HINT}") from None
 
     def _prepare_dir(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -458,14 +478,16 @@ class MailServers:
         smtpd processes (which have the old map loaded) to exit."""
         if self._postfix is None or self._postfix.poll() is not None:
             return
+        log = self.dir / "logs/postfix.log"
+        offset = log.stat().st_size if log.exists() else 0
         old = _session_pids(self._postfix.pid) - {self._postfix.pid}
         os.kill(self._postfix.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5  # an smtpd in a live session exits only after it
         while time.monotonic() < deadline:
-            alive = {p for p in old if _proc_name(p) == "smtpd"}
-            if not alive and "reload" in _tail(self.dir / "logs/postfix.log", 2000):
+            reloaded = b" reload -- " in _read_from(log, offset)
+            if reloaded and not any(_proc_name(p) == "smtpd" for p in old):
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def _make_folder(self, address: str, folder: str) -> str:
         """The folder's cur/ dir (created on first use), as str: seed() is a hot path."""
@@ -513,13 +535,13 @@ def _backdate(config_dir: Path) -> None:
         os.utime(f, (old, old))
 
 
-def _tail(path: Path, size: int) -> str:
+def _read_from(path: Path, offset: int) -> bytes:
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - size))
-            return f.read().decode("utf-8", "replace")
+            f.seek(offset)
+            return f.read()
     except FileNotFoundError:
-        return ""
+        return b""
 
 
 def _session_pids(sid: int) -> set[int]:
