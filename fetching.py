@@ -226,7 +226,8 @@ class Fetcher:
         return self.processed
 
     def process(self, new: NewMessage, raw: bytes) -> None:
-        header_block = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+        end = raw.find(b"\r\n\r\n")
+        header_block = raw[: end if end >= 0 else raw.find(b"\n\n")]  # a slice: no copy of the body
         summary = messages.summarize(new.uid, [], len(raw), header_block)
         record: dict[str, Any] = {
             "uid": new.uid,

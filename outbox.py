@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import time
-from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -32,22 +31,20 @@ WINDOW = 60.0
 
 
 class Pacer:
-    """At most ``rate`` sends in any 60-second window (a sliding window, like Exchange counts)."""
+    """Spread sends evenly: at least 60/rate seconds apart, so ``rate`` per minute is never exceeded
+    (Exchange Online counts 30 per minute) and nothing is refused for going too fast."""
 
     def __init__(self, rate: float) -> None:
-        self.rate = max(1, int(rate))
-        self.sent: deque[float] = deque()
+        self.interval = WINDOW / rate
+        self.last: float | None = None
 
     def wait(self) -> None:
-        now = time.monotonic()
-        while self.sent and now - self.sent[0] >= WINDOW:
-            self.sent.popleft()
-        if len(self.sent) >= self.rate:
-            pause = WINDOW - (now - self.sent[0])
-            log.info("pacing: %d sent in the last minute, waiting %.1f s", len(self.sent), pause)
-            time.sleep(pause)
-            self.sent.popleft()
-        self.sent.append(time.monotonic())
+        if self.last is not None:
+            pause = self.last + self.interval - time.monotonic()
+            if pause > 0:
+                log.debug("pacing: waiting %.2f s", pause)
+                time.sleep(pause)
+        self.last = time.monotonic()
 
 
 def crlf(data: bytes) -> bytes:

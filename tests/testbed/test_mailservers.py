@@ -135,7 +135,7 @@ def test_starttls_required_before_auth(servers, ctx):
     s = sasl(user, access_token(user, KEY))
     imap = imaplib.IMAP4(servers.starttls_host, servers.imap_starttls_port, timeout=10)
     assert "LOGINDISABLED" in imap.capabilities
-    with pytest.raises(imaplib.IMAP4.error):
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
         imap.authenticate("XOAUTH2", lambda challenge=None: "" if challenge else s)
     imap.starttls(ssl_context=ctx)
     imap.authenticate("XOAUTH2", lambda challenge=None: "" if challenge else s)
@@ -287,6 +287,14 @@ def test_shared_mailbox_delegation(servers, ctx):
     smtp.send_message(message(shared, bob, "from shared"))
     smtp.quit()
     servers.wait_for(lambda: servers.messages(bob), what="delivery")
+
+
+def test_unavailable_without_root(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    servers = MailServers(tmp_path, trustme.CA(), trustme.CA(), KEY)
+    with pytest.raises(TestbedUnavailable, match="apt-get install"):
+        servers.start()
+    servers.stop()  # harmless when never started
 
 
 def test_postfix_stop_and_start(servers, ctx):
