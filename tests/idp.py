@@ -44,10 +44,11 @@ Device-code controls (``user_code=None`` means the newest pending code)
     ``wait_for_device_code(timeout=10.0) -> DeviceCodeInfo`` newest pending code (waits for one).
     ``approve(username, user_code=None)``, ``deny(user_code=None)``, ``expire(user_code=None)``.
     ``auto_approve(username, after_polls=0, times=1)``, ``auto_deny(after_polls=0, times=1)``,
-    ``auto_expire(after_polls=0, times=1)``: queued rules, taken by pending codes that have no
-    rule yet (already pending ones first, then new ones); ``times=None`` = every future code.
-    The code is resolved on the first poll after ``after_polls`` ``authorization_pending``
-    answers. ``clear_rules()``.
+    ``auto_expire(after_polls=0, times=1)``: queued rules, each taken by the next device
+    code(s) *issued after the call* (set them before starting the CLI; for a code that is
+    already pending use ``wait_for_device_code`` + ``approve``); ``times=None`` = every
+    future code. The code is resolved on the first poll after ``after_polls``
+    ``authorization_pending`` answers. ``clear_rules()``.
     ``slow_down_next(n)``: the next n device_code polls answer ``slow_down`` (they do not
     count as pending polls). MSAL then adds 5 s to its interval -- a real 5 s wait.
 
@@ -86,8 +87,8 @@ All state is guarded by one lock; handlers run in server threads.
 
 from __future__ import annotations
 
-import base64
 import collections
+import contextlib
 import hashlib
 import json
 import secrets
@@ -98,7 +99,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -116,37 +117,79 @@ _NS = uuid.UUID("6f0f5a3e-2b55-4a53-9c1e-6d1c2a0b7e11")  # stable oids/tids acro
 # code -> (error, description template, HTTP status, suberror). Templates may use
 # {client_id} {tenant} {username} {issued} {now}. Texts follow Entra's wording.
 AADSTS_ERRORS: dict[int, tuple[str, str, int, str | None]] = {
-    50076: ("invalid_grant", "Due to a configuration change made by your administrator, or "
-            "because you moved to a new location, you must use multi-factor authentication "
-            "to access 'https://outlook.office.com'.", 400, "basic_action"),
-    50173: ("invalid_grant", "The provided grant has expired due to it being revoked, a fresh "
-            "auth token is needed. The user might have changed or reset their password. The "
-            "grant was issued on '{issued}' and the TokensValidFrom date (before which tokens "
-            "are not valid) for this user is '{now}'.", 400, None),
-    53003: ("invalid_grant", "Access has been blocked by Conditional Access policies. The "
-            "access policy does not allow token issuance.", 400, "message_only"),
-    65001: ("invalid_grant", "The user or administrator has not consented to use the "
-            "application with ID '{client_id}' named 'mailbot'. Send an interactive "
-            "authorization request for this user and resource.", 400, "consent_required"),
+    50076: (
+        "invalid_grant",
+        "Due to a configuration change made by your administrator, or "
+        "because you moved to a new location, you must use multi-factor authentication "
+        "to access 'https://outlook.office.com'.",
+        400,
+        "basic_action",
+    ),
+    50173: (
+        "invalid_grant",
+        "The provided grant has expired due to it being revoked, a fresh "
+        "auth token is needed. The user might have changed or reset their password. The "
+        "grant was issued on '{issued}' and the TokensValidFrom date (before which tokens "
+        "are not valid) for this user is '{now}'.",
+        400,
+        None,
+    ),
+    53003: (
+        "invalid_grant",
+        "Access has been blocked by Conditional Access policies. The "
+        "access policy does not allow token issuance.",
+        400,
+        "message_only",
+    ),
+    65001: (
+        "invalid_grant",
+        "The user or administrator has not consented to use the "
+        "application with ID '{client_id}' named 'mailbot'. Send an interactive "
+        "authorization request for this user and resource.",
+        400,
+        "consent_required",
+    ),
     70000: ("invalid_grant", "Provided grant is invalid or malformed.", 400, None),
-    70011: ("invalid_scope", "The provided value for the input parameter 'scope' is not "
-            "valid.", 400, None),
-    90002: ("invalid_tenant", "Tenant '{tenant}' not found. Check to make sure you have the "
-            "correct tenant ID and are signing into the correct cloud.", 400, None),
-    90033: ("temporarily_unavailable", "A transient error has occurred. Please try again.",
-            503, None),
-    700016: ("unauthorized_client", "Application with identifier '{client_id}' was not found "
-             "in the directory '{tenant}'. This can happen if the application has not been "
-             "installed by the administrator of the tenant or consented to by any user in the "
-             "tenant.", 400, None),
-    700082: ("invalid_grant", "The refresh token has expired due to inactivity. The token was "
-             "issued on {issued} and was inactive for 90.00:00:00.", 400, None),
-    7000218: ("invalid_client", "The request body must contain the following parameter: "
-              "'client_assertion' or 'client_secret'.", 401, None),
+    70011: ("invalid_scope", "The provided value for the input parameter 'scope' is not valid.", 400, None),
+    90002: (
+        "invalid_tenant",
+        "Tenant '{tenant}' not found. Check to make sure you have the "
+        "correct tenant ID and are signing into the correct cloud.",
+        400,
+        None,
+    ),
+    90033: ("temporarily_unavailable", "A transient error has occurred. Please try again.", 503, None),
+    700016: (
+        "unauthorized_client",
+        "Application with identifier '{client_id}' was not found "
+        "in the directory '{tenant}'. This can happen if the application has not been "
+        "installed by the administrator of the tenant or consented to by any user in the "
+        "tenant.",
+        400,
+        None,
+    ),
+    700082: (
+        "invalid_grant",
+        "The refresh token has expired due to inactivity. The token was "
+        "issued on {issued} and was inactive for 90.00:00:00.",
+        400,
+        None,
+    ),
+    7000218: (
+        "invalid_client",
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        401,
+        None,
+    ),
     9002313: ("invalid_request", "Invalid request. Request is malformed or invalid.", 400, None),
-    9002331: ("invalid_request", "Application '{client_id}'(mailbot) is configured for use by "
-              "Microsoft Account users only. Please use the /consumers endpoint to serve this "
-              "request.", 400, None),
+    9002331: (
+        "invalid_request",
+        "Application '{client_id}'(mailbot) is configured for use by "
+        "Microsoft Account users only. Please use the /consumers endpoint to serve this "
+        "request.",
+        400,
+        None,
+    ),
 }
 
 
@@ -247,8 +290,9 @@ def _entra_time(t: float) -> str:
 class IdentityStandIn:
     """Entra-like identity provider for MSAL Python; see the module docstring for the API."""
 
-    def __init__(self, ca: trustme.CA, jwt_key: bytes, *, host: str = "localhost",
-                 workdir: Path | None = None) -> None:
+    def __init__(
+        self, ca: trustme.CA, jwt_key: bytes, *, host: str = "localhost", workdir: Path | None = None
+    ) -> None:
         self.jwt_key = jwt_key
         self.host = host
         self.tenant_id = str(uuid.uuid5(_NS, "tenant:mailbot-test"))
@@ -288,12 +332,16 @@ class IdentityStandIn:
         # Lazy handshake: it then runs in the per-connection thread, so a client that
         # connects and stalls cannot block the accept loop.
         self._server.socket = context.wrap_socket(
-            self._server.socket, server_side=True, do_handshake_on_connect=False)
+            self._server.socket, server_side=True, do_handshake_on_connect=False
+        )
         self.port: int = self._server.server_address[1]
         self.base_url = f"https://{host}:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="idp-stand-in", daemon=True)
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="idp-stand-in",
+            daemon=True,
+        )
         self._thread.start()
 
     # ----- lifecycle -------------------------------------------------------------------
@@ -385,27 +433,51 @@ class IdentityStandIn:
 
     # ----- fault injection -------------------------------------------------------------
 
-    def fail_next(self, endpoint: Endpoint, count: int = 1, status: int = 500,
-                  retry_after: int | None = None, json_body: bool = True) -> None:
-        self._add_fault(_Fault(endpoint, "fail", count, status=status,
-                               retry_after=retry_after, json_body=json_body))
+    def fail_next(
+        self,
+        endpoint: Endpoint,
+        count: int = 1,
+        status: int = 500,
+        retry_after: int | None = None,
+        json_body: bool = True,
+    ) -> None:
+        self._add_fault(
+            _Fault(endpoint, "fail", count, status=status, retry_after=retry_after, json_body=json_body)
+        )
 
-    def hang_next(self, endpoint: Endpoint, seconds: float, count: int = 1,
-                  then_process: bool = False) -> None:
-        self._add_fault(_Fault(endpoint, "hang", count, seconds=seconds,
-                               then_process=then_process))
+    def hang_next(
+        self, endpoint: Endpoint, seconds: float, count: int = 1, then_process: bool = False
+    ) -> None:
+        self._add_fault(_Fault(endpoint, "hang", count, seconds=seconds, then_process=then_process))
 
-    def error_next(self, endpoint: Endpoint, aadsts: int, count: int = 1, *,
-                   error: str | None = None, description: str | None = None,
-                   status: int | None = None, suberror: str | None = None,
-                   retry_after: int | None = None) -> None:
+    def error_next(
+        self,
+        endpoint: Endpoint,
+        aadsts: int,
+        count: int = 1,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+        suberror: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         if aadsts not in AADSTS_ERRORS and (error is None or description is None):
             raise ValueError(f"AADSTS{aadsts} is not in AADSTS_ERRORS; pass error and description")
         known = AADSTS_ERRORS.get(aadsts, ("", "", 400, None))
-        self._add_fault(_Fault(
-            endpoint, "error", count, aadsts=aadsts, error=error or known[0],
-            description=description or known[1], status=status or known[2],
-            suberror=suberror or known[3], retry_after=retry_after))
+        self._add_fault(
+            _Fault(
+                endpoint,
+                "error",
+                count,
+                aadsts=aadsts,
+                error=error or known[0],
+                description=description or known[1],
+                status=status or known[2],
+                suberror=suberror or known[3],
+                retry_after=retry_after,
+            )
+        )
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -425,11 +497,10 @@ class IdentityStandIn:
     # ----- internals -------------------------------------------------------------------
 
     def _add_rule(self, rule: _Rule) -> None:
+        # Rules only bind codes issued later: a code abandoned by an earlier, failed flow
+        # would otherwise silently swallow the rule meant for the next sign-in.
         with self.lock:
             self._rules.append(rule)
-            for code in self._device_codes.values():
-                if code.state == "pending" and code.rule is None:
-                    self._take_rule(code)
 
     def _take_rule(self, code: _DeviceCode) -> None:
         if not self._rules:
@@ -453,16 +524,21 @@ class IdentityStandIn:
         if user_code is None:
             code = self._newest_pending()
         else:
-            code = next((c for c in self._device_codes.values()
-                         if c.info.user_code == user_code and c.state == "pending"), None)
+            code = next(
+                (
+                    c
+                    for c in self._device_codes.values()
+                    if c.info.user_code == user_code and c.state == "pending"
+                ),
+                None,
+            )
         if code is None:
             raise LookupError(f"no pending device code {user_code or ''}".strip())
         return code
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         for fault in self._faults:
-            if fault.endpoint == endpoint or (fault.endpoint == "token"
-                                              and endpoint.startswith("token:")):
+            if fault.endpoint == endpoint or (fault.endpoint == "token" and endpoint.startswith("token:")):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
@@ -480,9 +556,17 @@ class IdentityStandIn:
     def _oid(self, username: str) -> str:
         return str(uuid.uuid5(_NS, "user:" + username.lower()))
 
-    def _error(self, code: int, ctx: dict[str, str], *, error: str | None = None,
-               description: str | None = None, status: int | None = None,
-               suberror: str | None = None, retry_after: int | None = None) -> _Reply:
+    def _error(
+        self,
+        code: int,
+        ctx: dict[str, str],
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+        suberror: str | None = None,
+        retry_after: int | None = None,
+    ) -> _Reply:
         known = AADSTS_ERRORS.get(code, ("invalid_request", "", 400, None))
         text = (description or known[1]).format_map(collections.defaultdict(str, ctx))
         now = time.time()
@@ -491,7 +575,7 @@ class IdentityStandIn:
             "error": error or known[0],
             # Entra appends trace lines to every description, with CRLF.
             "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace_id}\r\n"
-                                 f"Correlation ID: {correlation_id}\r\nTimestamp: {_entra_time(now)}",
+            f"Correlation ID: {correlation_id}\r\nTimestamp: {_entra_time(now)}",
             "error_codes": [code],
             "timestamp": _entra_time(now),
             "trace_id": trace_id,
@@ -506,13 +590,20 @@ class IdentityStandIn:
     def _discovery(self, tenant: str) -> dict[str, Any]:
         base = f"{self.base_url}/{tenant}"
         # Entra advertises a literal "{tenantid}" placeholder for multi-tenant authorities.
-        issuer_tid = (MSA_TENANT_ID if tenant.lower() == "consumers" else
-                      "{tenantid}" if tenant.lower() in ("common", "organizations")
-                      else self._tid(tenant))
+        issuer_tid = (
+            MSA_TENANT_ID
+            if tenant.lower() == "consumers"
+            else "{tenantid}"
+            if tenant.lower() in ("common", "organizations")
+            else self._tid(tenant)
+        )
         return {
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "token_endpoint_auth_methods_supported": [
-                "client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "subject_types_supported": ["pairwise"],
@@ -528,10 +619,26 @@ class IdentityStandIn:
             "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
             "claims_supported": [
-                "sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
-                "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time",
-                "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash",
-                "c_hash", "email"],
+                "sub",
+                "iss",
+                "cloud_instance_name",
+                "cloud_instance_host_name",
+                "cloud_graph_host_name",
+                "msgraph_host",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "acr",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "at_hash",
+                "c_hash",
+                "email",
+            ],
             "kerberos_endpoint": f"{base}/kerberos",
             "tenant_region_scope": "WW",
             "cloud_instance_name": "microsoftonline.com",
@@ -543,8 +650,12 @@ class IdentityStandIn:
     def _check_client(self, form: dict[str, str], ctx: dict[str, str]) -> str:
         client_id = form.get("client_id", "")
         if not client_id:
-            raise self._error(900144, ctx, error="invalid_request", description=(
-                "The request body must contain the following parameter: 'client_id'."))
+            raise self._error(
+                900144,
+                ctx,
+                error="invalid_request",
+                description=("The request body must contain the following parameter: 'client_id'."),
+            )
         if self.allowed_client_ids is not None and client_id not in self.allowed_client_ids:
             raise self._error(700016, ctx)
         return client_id
@@ -559,8 +670,11 @@ class IdentityStandIn:
         device_code = "DAQABAAEAAAD" + secrets.token_urlsafe(96)
         now = time.time()
         with self._changed:
-            code = _DeviceCode(DeviceCodeInfo(user_code, device_code, tenant, client_id, scope),
-                               now, now + self.device_code_lifetime)
+            code = _DeviceCode(
+                DeviceCodeInfo(user_code, device_code, tenant, client_id, scope),
+                now,
+                now + self.device_code_lifetime,
+            )
             self._device_codes[device_code] = code
             self._take_rule(code)
             self._changed.notify_all()
@@ -572,7 +686,7 @@ class IdentityStandIn:
             "expires_in": lifetime,
             "interval": interval,
             "message": f"To sign in, use a web browser to open the page {self.verification_uri} "
-                       f"and enter the code {user_code} to authenticate.",
+            f"and enter the code {user_code} to authenticate.",
         }
 
     def _poll(self, tenant: str, form: dict[str, str], ctx: dict[str, str]) -> dict[str, Any]:
@@ -584,28 +698,37 @@ class IdentityStandIn:
             if self._slow_down > 0:
                 self._slow_down -= 1
                 # Entra documents no AADSTS code for slow_down; we reuse the pending one.
-                raise self._error(70016, ctx, error="slow_down", description=(
-                    "OAuth 2.0 device flow error. Polling too frequently; slow down."))
+                raise self._error(
+                    70016,
+                    ctx,
+                    error="slow_down",
+                    description=("OAuth 2.0 device flow error. Polling too frequently; slow down."),
+                )
             if code.state == "pending" and time.time() >= code.expires_at:
                 code.state = "expired"
             if code.state == "pending" and code.rule and code.pending_polls >= code.rule.after_polls:
-                code.state = {"approve": "approved", "deny": "denied",
-                              "expire": "expired"}[code.rule.action]
+                code.state = {"approve": "approved", "deny": "denied", "expire": "expired"}[code.rule.action]
                 code.username = code.rule.username
             if code.state == "expired":
-                raise self._error(70019, ctx, error="expired_token",
-                                  description="Verification code expired.")
+                raise self._error(70019, ctx, error="expired_token", description="Verification code expired.")
             if code.state == "denied":
-                raise self._error(70000, ctx, error="authorization_declined",
-                                  description="The user has declined the authorization request.")
+                raise self._error(
+                    70000,
+                    ctx,
+                    error="authorization_declined",
+                    description="The user has declined the authorization request.",
+                )
             if code.state == "pending":
                 code.pending_polls += 1
-                pending = self._error(70016, ctx, error="authorization_pending", description=(
-                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling."))
+                pending = self._error(
+                    70016,
+                    ctx,
+                    error="authorization_pending",
+                    description=("OAuth 2.0 device flow error. Authorization is pending. Continue polling."),
+                )
             else:
                 code.state = "redeemed"
-                return self._issue(code.username, client_id, tenant, code.info.scope,
-                                   DEVICE_CODE_GRANT)
+                return self._issue(code.username, client_id, tenant, code.info.scope, DEVICE_CODE_GRANT)
         time.sleep(self.pending_delay)  # outside the lock
         raise pending
 
@@ -617,21 +740,28 @@ class IdentityStandIn:
                 raise self._error(9002313, ctx)
             ctx = dict(ctx, issued=_entra_time(rt.issued_at), username=rt.username)
             if rt.client_id != client_id:
-                raise self._error(70000, ctx, description=(
-                    "Provided grant is invalid or malformed. The refresh token was issued "
-                    "to a different client."))
+                raise self._error(
+                    70000,
+                    ctx,
+                    description=(
+                        "Provided grant is invalid or malformed. The refresh token was issued "
+                        "to a different client."
+                    ),
+                )
             if rt.state == "revoked":
                 raise self._error(rt.revoked_code, ctx)
             if rt.state == "rotated" and self.reject_reused_refresh_tokens:
-                raise self._error(70000, ctx, description=(
-                    "Provided grant is invalid or malformed. The refresh token has already "
-                    "been redeemed."))
+                raise self._error(
+                    70000,
+                    ctx,
+                    description=(
+                        "Provided grant is invalid or malformed. The refresh token has already been redeemed."
+                    ),
+                )
             rt.state = "rotated"
-            return self._issue(rt.username, client_id, tenant, form.get("scope") or rt.scope,
-                               "refresh_token")
+            return self._issue(rt.username, client_id, tenant, form.get("scope") or rt.scope, "refresh_token")
 
-    def _issue(self, username: str, client_id: str, tenant: str, scope: str,
-               grant: str) -> dict[str, Any]:
+    def _issue(self, username: str, client_id: str, tenant: str, scope: str, grant: str) -> dict[str, Any]:
         """Mint the token response. Caller holds the lock."""
         now = int(time.time())
         tid, oid = self._tid(tenant), self._oid(username)
@@ -645,12 +775,13 @@ class IdentityStandIn:
             self._poison -= 1
         key = self.jwt_key + b"-poisoned" if poisoned else self.jwt_key
         access_token = jwt_hs256.access_token(username, key, lifetime=lifetime, **extra)
-        self.access_tokens.append(
-            IssuedAccessToken(access_token, username, now + lifetime, poisoned, grant))
+        self.access_tokens.append(IssuedAccessToken(access_token, username, now + lifetime, poisoned, grant))
         id_claims = {
             "aud": client_id,
             "iss": f"{self.base_url}/{tid}/v2.0",
-            "iat": now, "nbf": now, "exp": now + 3600,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
             "name": username.split("@")[0],
             "oid": oid,
             "preferred_username": username,  # MSAL's account "username"
@@ -700,16 +831,18 @@ class IdentityStandIn:
         elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
             grant = form.get("grant_type", "")
             endpoint = "token:" + ("device_code" if grant == DEVICE_CODE_GRANT else grant)
-        ctx = {"tenant": tenant, "client_id": form.get("client_id", ""),
-               "correlation_id": handler.headers.get("client-request-id", ""),
-               "now": _entra_time(time.time())}
+        ctx = {
+            "tenant": tenant,
+            "client_id": form.get("client_id", ""),
+            "correlation_id": handler.headers.get("client-request-id", ""),
+            "now": _entra_time(time.time()),
+        }
         with self.lock:
             self._counts["total"] += 1
             self._counts[endpoint] += 1
             if endpoint.startswith("token:"):
                 self._counts["token"] += 1
-            self.requests.append(RecordedRequest(endpoint, method, url.path, tenant, form,
-                                                 time.time()))
+            self.requests.append(RecordedRequest(endpoint, method, url.path, tenant, form, time.time()))
             fault = self._take_fault(endpoint)
         try:
             if fault and fault.kind == "hang":
@@ -719,14 +852,25 @@ class IdentityStandIn:
             elif fault and fault.kind == "fail":
                 headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
                 if not fault.json_body:
-                    _send(handler, fault.status, b"<html><body>Service unavailable</body></html>",
-                          "text/html", headers)
+                    _send(
+                        handler,
+                        fault.status,
+                        b"<html><body>Service unavailable</body></html>",
+                        "text/html",
+                        headers,
+                    )
                     return
                 raise _Reply(fault.status, self._error(90033, ctx).body, headers)
             elif fault and fault.kind == "error":
-                raise self._error(fault.aadsts, ctx, error=fault.error,
-                                  description=fault.description, status=fault.status,
-                                  suberror=fault.suberror, retry_after=fault.retry_after)
+                raise self._error(
+                    fault.aadsts,
+                    ctx,
+                    error=fault.error,
+                    description=fault.description,
+                    status=fault.status,
+                    suberror=fault.suberror,
+                    retry_after=fault.retry_after,
+                )
             if endpoint == "discovery":
                 body = self._discovery(tenant)
             elif endpoint == "devicecode":
@@ -736,8 +880,12 @@ class IdentityStandIn:
             elif endpoint == "token:refresh_token":
                 body = self._refresh(tenant, form, ctx)
             elif endpoint.startswith("token:"):
-                raise self._error(70003, ctx, error="unsupported_grant_type", description=(
-                    f"The app requested an unsupported grant type '{form.get('grant_type')}'."))
+                raise self._error(
+                    70003,
+                    ctx,
+                    error="unsupported_grant_type",
+                    description=(f"The app requested an unsupported grant type '{form.get('grant_type')}'."),
+                )
             else:
                 raise _Reply(404, {"error": "not_found", "error_description": url.path})
             _send_json(handler, 200, body, {})
@@ -745,8 +893,9 @@ class IdentityStandIn:
             _send_json(handler, reply.status, reply.body, reply.headers)
 
 
-def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, content_type: str,
-          headers: dict[str, str]) -> None:
+def _send(
+    handler: BaseHTTPRequestHandler, status: int, payload: bytes, content_type: str, headers: dict[str, str]
+) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(payload)))
@@ -758,8 +907,9 @@ def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, content_
     handler.wfile.write(payload)
 
 
-def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
-               headers: dict[str, str]) -> None:
+def _send_json(
+    handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any], headers: dict[str, str]
+) -> None:
     _send(handler, status, json.dumps(body).encode(), "application/json; charset=utf-8", headers)
 
 
@@ -787,16 +937,15 @@ def _make_handler(idp: IdentityStandIn) -> type[BaseHTTPRequestHandler]:
                 idp._handle(self, method)
             except _Drop:
                 self.close_connection = True
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
+            except OSError:
                 self.close_connection = True  # the client gave up (timeout tests)
 
         def handle(self) -> None:
-            try:
+            # Failed handshakes (e.g. a client not trusting the CA) are not our bug.
+            with contextlib.suppress(OSError):  # SSLError, resets, timeouts are OSErrors
                 super().handle()
-            except (ssl.SSLError, ConnectionResetError, BrokenPipeError, TimeoutError, OSError):
-                pass  # failed handshakes (e.g. a client not trusting the CA) are not our bug
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # tests inspect ``requests`` instead of stderr noise
 
     return Handler

@@ -22,8 +22,7 @@ import trustme
 from tests.idp import IdentityStandIn
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
-SCOPES = ["https://outlook.office.com/IMAP.AccessAsUser.All",
-          "https://outlook.office.com/SMTP.Send"]
+SCOPES = ["https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send"]
 USER = "alice@example.test"
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -41,10 +40,10 @@ class CASession(requests.Session):
         self.verify = ca_bundle
         self.default_timeout = timeout
 
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
-                                   cert: Any) -> Any:
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
         return super().merge_environment_settings(
-            url, proxies, stream, self.verify if verify is None else verify, cert)
+            url, proxies, stream, self.verify if verify is None else verify, cert
+        )
 
     def request(self, method: Any, url: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.setdefault("timeout", self.default_timeout)
@@ -60,18 +59,25 @@ def ca() -> trustme.CA:
 def idp(ca: trustme.CA) -> Iterator[IdentityStandIn]:
     with IdentityStandIn(ca, KEY) as stand_in:
         stand_in.interval = 0  # MSAL accepts 0: it polls again without sleeping
+        stand_in.device_code_lifetime = 10  # a forgotten approval must not spin for 15 min
         yield stand_in
 
 
-def make_app(idp: IdentityStandIn, *, timeout: float = 10.0, tenant: str = "organizations",
-             **kwargs: Any) -> msal.PublicClientApplication:
+def make_app(
+    idp: IdentityStandIn, *, timeout: float = 10.0, tenant: str = "organizations", **kwargs: Any
+) -> msal.PublicClientApplication:
     return msal.PublicClientApplication(
-        CLIENT_ID, authority=idp.authority(tenant), instance_discovery=False,
-        http_client=CASession(str(idp.ca_pem), timeout), **kwargs)
+        CLIENT_ID,
+        authority=idp.authority(tenant),
+        instance_discovery=False,
+        http_client=CASession(str(idp.ca_pem), timeout),
+        **kwargs,
+    )
 
 
-def sign_in(app: msal.PublicClientApplication, idp: IdentityStandIn, user: str = USER,
-            after_polls: int = 0) -> dict[str, Any]:
+def sign_in(
+    app: msal.PublicClientApplication, idp: IdentityStandIn, user: str = USER, after_polls: int = 0
+) -> dict[str, Any]:
     idp.auto_approve(user, after_polls=after_polls)
     flow = app.initiate_device_flow(scopes=SCOPES)
     assert "user_code" in flow, flow
@@ -103,8 +109,7 @@ def test_device_flow_sign_in_then_silent_from_cache(idp: IdentityStandIn) -> Non
     app = make_app(idp)
     result = sign_in(app, idp, after_polls=2)
     counts = idp.counts()
-    assert counts == {"total": 5, "discovery": 1, "devicecode": 1, "token": 3,
-                      "token:device_code": 3}
+    assert counts == {"total": 5, "discovery": 1, "devicecode": 1, "token": 3, "token:device_code": 3}
     assert result["token_type"] == "Bearer" and result["expires_in"] == 3600
     assert signed_with(result["access_token"], KEY)
     at = claims(result["access_token"])
@@ -134,8 +139,7 @@ def test_consumers_tenant_uses_msa_tid(idp: IdentityStandIn) -> None:
     assert account(app)["realm"] == "consumers"
 
 
-def test_short_lived_access_token_is_refreshed_and_refresh_token_rotates(
-        idp: IdentityStandIn) -> None:
+def test_short_lived_access_token_is_refreshed_and_refresh_token_rotates(idp: IdentityStandIn) -> None:
     idp.access_token_lifetime = 120  # < MSAL's 5-minute margin: "expired" for MSAL
     app = make_app(idp, token_cache=msal.SerializableTokenCache())
     first = sign_in(app, idp)
@@ -147,8 +151,7 @@ def test_short_lived_access_token_is_refreshed_and_refresh_token_rotates(
     assert second["token_source"] == "identity_provider"
     assert second["access_token"] != first["access_token"]
     assert 0 < claims(second["access_token"])["exp"] - time.time() <= 120
-    cached_rt = next(iter(app.token_cache.search(
-        msal.TokenCache.CredentialType.REFRESH_TOKEN)))["secret"]
+    cached_rt = next(iter(app.token_cache.search(msal.TokenCache.CredentialType.REFRESH_TOKEN)))["secret"]
     assert cached_rt == idp.current_refresh_token(USER) != first_rt
     assert [rt.state for rt in idp.refresh_tokens] == ["rotated", "current"]
 
@@ -210,11 +213,11 @@ def test_denied_and_expired_device_codes(idp: IdentityStandIn) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Attempted too soon")  # our fake sleep does not wait
-def test_slow_down_adds_five_seconds(idp: IdentityStandIn,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_down_adds_five_seconds(idp: IdentityStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []  # MSAL's polling loop sleeps in 1 s steps; record, don't wait
-    monkeypatch.setattr(msal.oauth2cli.oauth2, "time",
-                        types.SimpleNamespace(time=time.time, sleep=slept.append))
+    monkeypatch.setattr(
+        msal.oauth2cli.oauth2, "time", types.SimpleNamespace(time=time.time, sleep=slept.append)
+    )
     app = make_app(idp)
     idp.slow_down_next(1)
     sign_in(app, idp)
@@ -242,8 +245,14 @@ def test_concurrent_sign_ins(idp: IdentityStandIn) -> None:
     idp.auto_approve("carol@example.test", after_polls=1, times=None)
     apps = [make_app(idp) for _ in range(4)]
     results: list[dict[str, Any]] = []
-    threads = [threading.Thread(target=lambda a=a: results.append(
-        a.acquire_token_by_device_flow(a.initiate_device_flow(scopes=SCOPES)))) for a in apps]
+    threads = [
+        threading.Thread(
+            target=lambda a=a: results.append(
+                a.acquire_token_by_device_flow(a.initiate_device_flow(scopes=SCOPES))
+            )
+        )
+        for a in apps
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -300,14 +309,19 @@ def test_hang_with_timeouts(idp: IdentityStandIn, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     idp.reset_counts()
     idp.hang_next("discovery", seconds=5, count=1)
-    msal.PublicClientApplication(CLIENT_ID, authority=idp.authority(), instance_discovery=False,
-                                 verify=str(idp.ca_pem), timeout=0.5)
+    msal.PublicClientApplication(
+        CLIENT_ID, authority=idp.authority(), instance_discovery=False, verify=str(idp.ca_pem), timeout=0.5
+    )
     assert idp.counts()["discovery"] == 2
     idp.hang_next("discovery", seconds=5, count=2)
     with pytest.raises(requests.exceptions.ConnectionError):  # urllib3 MaxRetryError wrapper
-        msal.PublicClientApplication(CLIENT_ID, authority=idp.authority(),
-                                     instance_discovery=False, verify=str(idp.ca_pem),
-                                     timeout=0.5)
+        msal.PublicClientApplication(
+            CLIENT_ID,
+            authority=idp.authority(),
+            instance_discovery=False,
+            verify=str(idp.ca_pem),
+            timeout=0.5,
+        )
 
 
 def test_injected_aadsts_errors(idp: IdentityStandIn) -> None:
@@ -316,9 +330,11 @@ def test_injected_aadsts_errors(idp: IdentityStandIn) -> None:
     idp.error_next("token:device_code", 65001)
     result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=SCOPES))
     assert result["error"] == "invalid_grant" and result["suberror"] == "consent_required"
-    assert result["error_description"].startswith(f"AADSTS65001: The user or administrator "
-                                                  f"has not consented to use the application "
-                                                  f"with ID '{CLIENT_ID}'")
+    assert result["error_description"].startswith(
+        f"AADSTS65001: The user or administrator "
+        f"has not consented to use the application "
+        f"with ID '{CLIENT_ID}'"
+    )
     assert result["error_codes"] == [65001]
 
     idp.clear_rules()
@@ -383,7 +399,8 @@ def test_persisted_http_cache_gives_zero_requests(idp: IdentityStandIn) -> None:
 
 
 def test_environment_ca_bundle_overrides_plain_session_verify(
-        idp: IdentityStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    idp: IdentityStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = idp.authority() + "/v2.0/.well-known/openid-configuration"
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
     plain = requests.Session()
