@@ -12,6 +12,7 @@ Everything here is about getting that token without surprises:
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -149,7 +150,7 @@ class TokenCacheFile:
             return {}
 
     def save_http_cache(self, http_cache: dict[Any, Any], before: bytes) -> None:
-        data = pickle.dumps(http_cache)
+        data = pickle.dumps(discovery_only(http_cache))
         if data != before:
             fileutil.atomic_write(self.http_cache_path, data)
 
@@ -160,6 +161,23 @@ class TokenCacheFile:
             for account in self.read_state().get("Account", {}).values()
             if str(account.get("username", "")).lower() == username.lower()
         ]
+
+
+def discovery_only(http_cache: dict[Any, Any]) -> dict[Any, Any]:
+    """The GET (discovery) entries of MSAL's http_cache, without its replayed POST errors.
+
+    MSAL also caches 400 and 5xx token answers for 60 s; persisted, they would be replayed
+    to the next cron run without asking the server, so only discovery is kept."""
+    index = http_cache.get("_index_")
+    if not (isinstance(index, (tuple, list)) and len(index) == 2 and isinstance(index[1], dict)):
+        return {}
+    sequence, timestamps = index
+    keep = {key for key in timestamps if isinstance(key, str) and key.startswith("GET ")}
+    kept = {key: http_cache[key] for key in keep if key in http_cache}
+    heap = [entry for entry in sequence if entry[2] in kept]
+    heapq.heapify(heap)
+    kept["_index_"] = (heap, {key: timestamps[key] for key in kept})
+    return kept
 
 
 def _account_entries(state: dict[str, Any], home_account_id: str) -> dict[str, dict[str, Any]]:
