@@ -209,7 +209,8 @@ def load_settings(
         imap_host=text("OUTLOOK_IMAP_SERVER") or "outlook.office365.com",
         imap_port=imap_port,
         imap_tls=tls_mode("OUTLOOK_IMAP_TLS", implicit_by_default=imap_port != 143),
-        smtp_host=text("OUTLOOK_SMTP_SERVER") or ("smtp-mail.outlook.com" if personal else "smtp.office365.com"),
+        smtp_host=text("OUTLOOK_SMTP_SERVER")
+        or ("smtp-mail.outlook.com" if personal else "smtp.office365.com"),
         smtp_port=smtp_port,
         smtp_tls=tls_mode("OUTLOOK_SMTP_TLS", implicit_by_default=smtp_port == 465),
         mailbox=mailbox,

@@ -49,12 +49,15 @@ class Doctor:
         cache_ok = config_ok and self.check("token cache", self.token_cache)
         auth = Authenticator(s, interactive=False) if config_ok else None
         signed_in = bool(auth and cache_ok) and self.check(
-            "signed in, token refreshable", lambda: self.refresh(auth)  # type: ignore[arg-type]
+            "signed in, token refreshable",
+            lambda: self.refresh(auth),  # type: ignore[arg-type]
         )
         if not signed_in:
             self.skip("sign-in", "fix the checks above first")
         for service, host, port in (("IMAP", s.imap_host, s.imap_port), ("SMTP", s.smtp_host, s.smtp_port)):
-            reachable = self.check(f"{service} {host} resolves", lambda h=host, p=port: self.resolve(h, p)) and (
+            reachable = self.check(
+                f"{service} {host} resolves", lambda h=host, p=port: self.resolve(h, p)
+            ) and (
                 self.check(
                     f"{service} {host}:{port} TCP connect",
                     lambda sv=service, h=host, p=port: self.tcp(sv, h, p),
@@ -82,7 +85,9 @@ class Doctor:
     def token_cache(self) -> str:
         path = self.settings.token_cache
         if not path.exists():
-            raise SignInRequired(f"no token cache at {path}", hint='run "python mailbot.py login" in a terminal')
+            raise SignInRequired(
+                f"no token cache at {path}", hint='run "python mailbot.py login" in a terminal'
+            )
         check_private(path, "token cache")
         return f"{path} (mode 600)"
 
@@ -109,9 +114,10 @@ class Doctor:
             return "checked with STARTTLS during sign-in"
         context = tls_context(s.ca_bundle)
         try:
-            with socket.create_connection((s.imap_host, s.imap_port), timeout=s.timeout) as raw, context.wrap_socket(
-                raw, server_hostname=s.imap_host
-            ) as tls:
+            with (
+                socket.create_connection((s.imap_host, s.imap_port), timeout=s.timeout) as raw,
+                context.wrap_socket(raw, server_hostname=s.imap_host) as tls,
+            ):
                 return f"{tls.version()}, verified for {s.imap_host}"
         except (OSError, ssl.SSLError) as exc:
             raise network_error(exc, "IMAP", s.imap_host, s.imap_port, s.timeout) from exc

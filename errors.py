@@ -86,7 +86,7 @@ class RecipientsRefused(ServiceRefused):
 
 
 class TemporaryFailure(MailbotError, ConnectionError):
-    """Raised for failures worth retrying later: network errors, timeouts, 4xx replies, 5xx from the identity platform."""
+    """Raised for failures worth retrying later: network, timeouts, 4xx replies, identity platform 5xx."""
 
     exit_code = EX_TEMPFAIL
 

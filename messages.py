@@ -955,7 +955,10 @@ def _read_attachments(paths: Sequence[Path]) -> list[tuple[Path, bytes]]:
         try:
             files.append((path, path.read_bytes()))
         except OSError as exc:
-            raise errors.InputFileError(f"cannot read attachment {path}: {exc.strerror or exc}") from exc
+            # repr: a file name may hold a newline, and the error must stay one line
+            raise errors.InputFileError(
+                f"cannot read attachment {str(path)!r}: {exc.strerror or exc}"
+            ) from exc
     return files
 
 
@@ -1025,7 +1028,7 @@ def build_message(
     msg["Message-ID"] = email.utils.make_msgid(domain=message_id_domain or senders[0][1].split("@")[1])
     _set_bodies(msg, text, html)
     for path, data in files:
-        check_header_value(path.name, f"attachment name {path}")
+        check_header_value(path.name, f"attachment name {path.name!r}")  # repr: one error line
         maintype, subtype = _mime_type(path)
         # Bytes content is always base64: binary-safe. Non-ASCII names go out as RFC 2231.
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)

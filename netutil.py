@@ -22,7 +22,7 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
 
 
 def network_error(exc: BaseException, service: str, host: str, port: int, timeout: float) -> MailbotError:
-    """Classify a connection-level failure: certificate problems are permanent (69), the rest retryable (75)."""
+    """Classify a connection failure: certificate problems are permanent (69), the rest retryable (75)."""
     where = f"{service} server {host} port {port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return ServiceRefused(

@@ -31,7 +31,10 @@ def _read_text(path: str, what: str) -> str:
 
 
 def read_body(args: argparse.Namespace) -> str | None:
-    """The text body: --body, --body-file, else standard input when it is not a terminal."""
+    """The text body: --body, --body-file, else standard input when it is not a terminal.
+
+    Empty standard input (cron's /dev/null) is no body, so an --html-file still gets its
+    text alternative derived."""
     if args.body is not None:
         return str(args.body)
     if args.body_file is not None:
@@ -41,9 +44,10 @@ def read_body(args: argparse.Namespace) -> str | None:
     try:
         if sys.stdin.isatty():
             return None
-        return sys.stdin.buffer.read().decode("utf-8", "replace")
+        data = sys.stdin.buffer.read()
     except (OSError, ValueError) as exc:
         raise InputFileError(f"cannot read the body from standard input: {exc}") from exc
+    return data.decode("utf-8", "replace") if data else None
 
 
 @dataclass

@@ -56,6 +56,13 @@ class NotStarted(TemporaryFailure):
     """Raised when the connection was gone before a transaction began: nothing was sent, resending is safe."""
 
 
+def _disconnected(exc: smtplib.SMTPServerDisconnected, where: str, timeout: float, during: str = "") -> str:
+    """smtplib reports a read timeout as "Connection unexpectedly closed: timed out"; say what happened."""
+    if isinstance(exc.__context__, TimeoutError):
+        return f"{where} did not answer within {timeout:g} s{during}"
+    return f"{where} closed the connection{during}: {exc}"
+
+
 def _reply_text(message: bytes | str) -> str:
     return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
 
@@ -77,7 +84,7 @@ class SmtpSession:
         try:
             code, reply = conn.mail(sender)
         except smtplib.SMTPServerDisconnected as exc:
-            raise NotStarted(f"{self.where} closed the connection: {exc}") from exc
+            raise NotStarted(_disconnected(exc, self.where, self.settings.timeout)) from exc
         except (OSError, EOFError) as exc:
             raise NotStarted(f"connection to {self.where} was lost: {exc}") from exc
         try:
@@ -103,7 +110,7 @@ class SmtpSession:
                     raise TemporaryFailure(text, hint="the server may be throttling (30 messages/minute)")
                 raise ServiceRefused(text)
         except smtplib.SMTPServerDisconnected as exc:
-            raise TemporaryFailure(f"{self.where} closed the connection: {exc}") from exc
+            raise TemporaryFailure(_disconnected(exc, self.where, self.settings.timeout)) from exc
         except smtplib.SMTPResponseException as exc:
             text = f"{self.where}: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
             raise (TemporaryFailure(text) if 400 <= exc.smtp_code < 500 else ServiceRefused(text)) from exc
@@ -182,7 +189,8 @@ def connect(settings: Settings, provider: TokenProvider, user: str | None = None
     try:
         conn = _open(settings)
     except smtplib.SMTPServerDisconnected as exc:
-        raise TemporaryFailure(f"SMTP server {host} port {port} closed the connection: {exc}") from exc
+        where = f"SMTP server {host} port {port}"
+        raise TemporaryFailure(_disconnected(exc, where, settings.timeout)) from exc
     except smtplib.SMTPResponseException as exc:
         text = f"SMTP server {host} port {port} refused the connection: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
         raise (TemporaryFailure(text) if 400 <= exc.smtp_code < 500 else ServiceRefused(text)) from exc
@@ -218,7 +226,8 @@ def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenPr
                 raise SignInRequired(text, AUTH_HINT) from exc
             token = provider(force_refresh=True)
         except smtplib.SMTPServerDisconnected as exc:
-            raise TemporaryFailure(f"{where} closed the connection while signing in: {exc}") from exc
+            timeout = session.settings.timeout
+            raise TemporaryFailure(_disconnected(exc, where, timeout, " while signing in")) from exc
         except smtplib.SMTPException as exc:
             raise ServiceRefused(f"{where} refused the sign-in for {user}: {exc}") from exc
         except (OSError, EOFError) as exc:

@@ -72,7 +72,9 @@ def servers(
 
 
 @pytest.fixture(scope="session")
-def idp_session(ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityStandIn]:
+def idp_session(
+    ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IdentityStandIn]:
     stand_in = IdentityStandIn(ca, jwt_key, workdir=tmp_path_factory.mktemp("idp"))
     yield stand_in
     stand_in.stop()
@@ -83,7 +85,12 @@ def idp(idp_session: IdentityStandIn) -> Iterator[IdentityStandIn]:
     """The session's stand-in, with every knob back at its default after the test."""
     defaults = {
         name: getattr(idp_session, name)
-        for name in ("interval", "device_code_lifetime", "access_token_lifetime", "reject_reused_refresh_tokens")
+        for name in (
+            "interval",
+            "device_code_lifetime",
+            "access_token_lifetime",
+            "reject_reused_refresh_tokens",
+        )
     }
     idp_session.reset_counts()
     yield idp_session
@@ -167,9 +174,7 @@ def base_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def account(
-    servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: Path
-) -> Account:
+def account(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: Path) -> Account:
     address = f"t{os.getpid()}x{next(_counter)}@example.com"
     servers.add_user(address)
     home = tmp_path / "home"

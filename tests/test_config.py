@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_precedence_option_over_environment_over_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("OUTLOOK_USERNAME=file@example.com\nOUTLOOK_MAILBOX=file-shared@example.com\nMAILBOT_TIMEOUT=7\n")
+    env_file.write_text(
+        "OUTLOOK_USERNAME=file@example.com\nOUTLOOK_MAILBOX=file-shared@example.com\nMAILBOT_TIMEOUT=7\n"
+    )
     environ = {"OUTLOOK_MAILBOX": "env-shared@example.com"}
     s = load_settings({"OUTLOOK_MAILBOX": "cli@example.com"}, environ=environ, cwd=tmp_path)
     assert s.mailbox == "cli@example.com"
@@ -62,8 +64,14 @@ def test_env_file_lookup_order(tmp_path: Path) -> None:
     (cwd / ".env").write_text("")
     assert find_env_file(None, {}, cwd, script_dir) == cwd / ".env"
     (tmp_path / "x.env").write_text("")
-    assert find_env_file(None, {"MAILBOT_ENV_FILE": str(tmp_path / "x.env")}, cwd, script_dir) == tmp_path / "x.env"
-    assert find_env_file(str(script_dir / ".env"), {"MAILBOT_ENV_FILE": "nope"}, cwd, script_dir) == script_dir / ".env"
+    assert (
+        find_env_file(None, {"MAILBOT_ENV_FILE": str(tmp_path / "x.env")}, cwd, script_dir)
+        == tmp_path / "x.env"
+    )
+    assert (
+        find_env_file(str(script_dir / ".env"), {"MAILBOT_ENV_FILE": "nope"}, cwd, script_dir)
+        == script_dir / ".env"
+    )
     with pytest.raises(ConfigError, match="--env-file names"):
         find_env_file("missing.env", {}, cwd, script_dir)
 
@@ -111,7 +119,9 @@ def test_missing_client_id_is_exit_78_with_one_line(tmp_path: Path) -> None:
 
 
 def test_malformed_port_from_env_file_is_exit_78(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("OUTLOOK_USERNAME=me@example.com\nOUTLOOK_CLIENT_ID=abcdef12-3456\nOUTLOOK_IMAP_PORT=ninety\n")
+    (tmp_path / ".env").write_text(
+        "OUTLOOK_USERNAME=me@example.com\nOUTLOOK_CLIENT_ID=abcdef12-3456\nOUTLOOK_IMAP_PORT=ninety\n"
+    )
     result = run_cli(["list"], tmp_path, {})
     assert result.returncode == 78
     assert "OUTLOOK_IMAP_PORT='ninety' is not valid" in result.stderr
@@ -123,9 +133,16 @@ def test_usage_error_is_64_and_help_does_not_import_msal(tmp_path: Path) -> None
     assert result.returncode == 64
     assert "must be greater than 0" in result.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, mailbot\ntry:\n    mailbot.main(['--help'])\nexcept SystemExit:\n    pass\n"
-         "print('msal' in sys.modules, 'requests' in sys.modules)"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys, mailbot\ntry:\n    mailbot.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('msal' in sys.modules, 'requests' in sys.modules)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert probe.stdout.strip().splitlines()[-1] == "False False"
 

@@ -11,8 +11,16 @@ def test_doctor_passes_on_a_healthy_setup(signed_in: Account) -> None:
     lines = result.stdout.splitlines()
     assert all(line.startswith("OK ") for line in lines), lines
     labels = " | ".join(lines)
-    for part in ("configuration", "token cache", "signed in", "IMAP localhost resolves", "TCP connect",
-                 "TLS certificate", "IMAP XOAUTH2 sign-in and LIST", "SMTP STARTTLS/TLS, certificate and AUTH"):
+    for part in (
+        "configuration",
+        "token cache",
+        "signed in",
+        "IMAP localhost resolves",
+        "TCP connect",
+        "TLS certificate",
+        "IMAP XOAUTH2 sign-in and LIST",
+        "SMTP STARTTLS/TLS, certificate and AUTH",
+    ):
         assert part in labels
     assert signed_in.servers.messages(signed_in.address) == []  # nothing was sent
     tokens = [t.token for t in signed_in.idp.access_tokens] + [t.token for t in signed_in.idp.refresh_tokens]
@@ -33,10 +41,15 @@ def test_doctor_untrusted_certificate(signed_in: Account) -> None:
     servers = signed_in.servers
     result = signed_in.run(
         "doctor",
-        env={"OUTLOOK_IMAP_SERVER": servers.untrusted_host, "OUTLOOK_IMAP_PORT": str(servers.untrusted_imaps_port)},
+        env={
+            "OUTLOOK_IMAP_SERVER": servers.untrusted_host,
+            "OUTLOOK_IMAP_PORT": str(servers.untrusted_imaps_port),
+        },
     )
     assert result.returncode == 69
-    assert f"FAIL IMAP {servers.untrusted_host}:{servers.untrusted_imaps_port} TLS certificate" in result.stdout
+    assert (
+        f"FAIL IMAP {servers.untrusted_host}:{servers.untrusted_imaps_port} TLS certificate" in result.stdout
+    )
     assert "MAILBOT_CA_BUNDLE" in result.stdout
 
 
@@ -44,4 +57,7 @@ def test_doctor_not_signed_in_and_unreachable(account: Account) -> None:
     result = account.run("doctor", env={"OUTLOOK_SMTP_PORT": "1"})
     assert result.returncode == 77
     assert "FAIL token cache: no token cache" in result.stdout
-    assert "FAIL SMTP localhost:1 TCP connect: SMTP server localhost port 1 refused the connection" in result.stdout
+    assert (
+        "FAIL SMTP localhost:1 TCP connect: SMTP server localhost port 1 refused the connection"
+        in result.stdout
+    )

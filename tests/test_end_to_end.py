@@ -15,7 +15,9 @@ def test_login_send_and_list_round_trip(account: Account) -> None:
     assert counts["devicecode"] == 1
     assert counts["token:device_code"] >= 1
 
-    sent = account.run("send", "--to", account.address, "--subject", "hello from the test bed", "--body", "body text")
+    sent = account.run(
+        "send", "--to", account.address, "--subject", "hello from the test bed", "--body", "body text"
+    )
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
     assert message_id.startswith("<") and message_id.endswith(">")

@@ -42,7 +42,9 @@ def test_twenty_queued_messages_arrive_once_over_one_connection(signed_in: Accou
     for n in range(18):
         (queue / f"{n:03d}.eml").write_bytes(eml(me, me, f"queued-{n:02d}", lf_only=n % 2 == 1))
     for n in (18, 19):
-        queued = signed_in.run("send", "--queue", str(queue), "--to", me, "--subject", f"queued-{n:02d}", "--body", "b")
+        queued = signed_in.run(
+            "send", "--queue", str(queue), "--to", me, "--subject", f"queued-{n:02d}", "--body", "b"
+        )
         assert queued.returncode == 0, queued.stderr
         assert (queue / queued.stdout.strip()).is_file()
     result = signed_in.run("-v", "outbox", str(queue), "--json")
@@ -118,7 +120,7 @@ def test_server_stopped_mid_queue_keeps_the_rest(signed_in: Account) -> None:
         assert first.startswith("sent: 0.eml")
         wait_for_count(signed_in, 1)  # let Postfix finish delivering it: a killed Postfix re-delivers
         servers.stop_postfix()
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         assert proc.returncode == 75, err
         assert err.count("error:") == 1
         assert sorted(p.name for p in queue.glob("*.eml")) == ["1.eml", "2.eml", "3.eml"]

@@ -132,7 +132,9 @@ def test_revoked_refresh_token_in_cron_is_77_fast_without_device_code(account: A
     result = account.run("list")
     assert result.returncode == 77
     assert time.monotonic() - started < 5
-    assert error_lines(result.stderr)[0].startswith(f"error: sign-in required for {account.address}: AADSTS50173")
+    assert error_lines(result.stderr)[0].startswith(
+        f"error: sign-in required for {account.address}: AADSTS50173"
+    )
     assert account.idp.counts().get("devicecode", 0) == 0
 
 

@@ -20,10 +20,15 @@ from errors import Busy
 
 
 def test_xoauth2_initial_response_exact_bytes() -> None:
-    assert sasl.xoauth2_initial_response("me@example.com", "tok.en") == "user=me@example.com\x01auth=Bearer tok.en\x01\x01"
+    assert (
+        sasl.xoauth2_initial_response("me@example.com", "tok.en")
+        == "user=me@example.com\x01auth=Bearer tok.en\x01\x01"
+    )
     # Google's documented example, base64 of the same layout.
     expected = "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
-    response = sasl.xoauth2_initial_response("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg")
+    response = sasl.xoauth2_initial_response(
+        "someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
+    )
     assert base64.b64encode(response.encode()).decode() == expected
 
 
@@ -72,8 +77,11 @@ def test_quote_and_search_date() -> None:
 
 def test_parse_fetch_handles_literals_trailers_and_attribute_order() -> None:
     data = [
-        (b'3 (UID 7 FLAGS (\\Seen $Label) INTERNALDATE "27-Nov-2026 10:00:00 +0000" RFC822.SIZE 120 '
-         b"BODY[HEADER.FIELDS (DATE FROM)] {5}", b"abcde"),
+        (
+            b'3 (UID 7 FLAGS (\\Seen $Label) INTERNALDATE "27-Nov-2026 10:00:00 +0000" RFC822.SIZE 120 '
+            b"BODY[HEADER.FIELDS (DATE FROM)] {5}",
+            b"abcde",
+        ),
         b")",
         b"4 (FLAGS () UID 9 RFC822.SIZE 1)",
         (b"5 (BODY[] {3}", b"xyz"),
@@ -102,25 +110,42 @@ def test_redaction_masks_registered_and_token_shaped_secrets() -> None:
 
 
 def test_aadsts_codes_and_hints() -> None:
-    result = {"error": "invalid_grant", "error_description": "AADSTS50173: The provided grant has expired.\r\nTrace ID: x"}
+    result = {
+        "error": "invalid_grant",
+        "error_description": "AADSTS50173: The provided grant has expired.\r\nTrace ID: x",
+    }
     assert auth.aadsts_code(result) == 50173
     message, hint = auth.describe_error(result)
     assert message == "AADSTS50173: The provided grant has expired."
     assert hint is not None and "login" in hint
     assert auth.aadsts_code({"error_codes": [65001]}) == 65001
-    assert auth.describe_error({"error": "x", "error_description": "AADSTS99999: new thing"}) == ("AADSTS99999: new thing", None)
+    assert auth.describe_error({"error": "x", "error_description": "AADSTS99999: new thing"}) == (
+        "AADSTS99999: new thing",
+        None,
+    )
 
 
 def test_merge_account_keeps_other_accounts() -> None:
     disk = {
-        "RefreshToken": {"a-rt": {"home_account_id": "A", "secret": "old"}, "b-rt": {"home_account_id": "B", "secret": "b"}},
+        "RefreshToken": {
+            "a-rt": {"home_account_id": "A", "secret": "old"},
+            "b-rt": {"home_account_id": "B", "secret": "b"},
+        },
         "Account": {"a": {"home_account_id": "A"}, "b": {"home_account_id": "B"}},
     }
-    ours = {"RefreshToken": {"a-rt2": {"home_account_id": "A", "secret": "new"}}, "Account": {"a": {"home_account_id": "A"}}}
+    ours = {
+        "RefreshToken": {"a-rt2": {"home_account_id": "A", "secret": "new"}},
+        "Account": {"a": {"home_account_id": "A"}},
+    }
     merged = auth.merge_account(disk, ours, "A")
-    assert merged["RefreshToken"] == {"b-rt": {"home_account_id": "B", "secret": "b"}, "a-rt2": {"home_account_id": "A", "secret": "new"}}
+    assert merged["RefreshToken"] == {
+        "b-rt": {"home_account_id": "B", "secret": "b"},
+        "a-rt2": {"home_account_id": "A", "secret": "new"},
+    }
     assert set(merged["Account"]) == {"a", "b"}
-    assert auth.remove_account(merged, "A")["RefreshToken"] == {"b-rt": {"home_account_id": "B", "secret": "b"}}
+    assert auth.remove_account(merged, "A")["RefreshToken"] == {
+        "b-rt": {"home_account_id": "B", "secret": "b"}
+    }
 
 
 def test_atomic_write_is_private_and_replaces(tmp_path: Path) -> None:
@@ -145,9 +170,26 @@ def test_check_private_tightens_loose_mode(tmp_path: Path) -> None:
 
 def test_file_lock_excludes_second_holder(tmp_path: Path) -> None:
     lock = tmp_path / "x.lock"
-    with fileutil.FileLock(lock, 0, "busy"):
-        # flock locks belong to open file descriptions, so a second open in-process conflicts too.
-        with pytest.raises(Busy, match="busy"), fileutil.FileLock(lock, 0.05, "busy"):
-            pass
+    # flock locks belong to open file descriptions, so a second open in-process conflicts too.
+    with (
+        fileutil.FileLock(lock, 0, "busy"),
+        pytest.raises(Busy, match="busy"),
+        fileutil.FileLock(lock, 0.05, "busy"),
+    ):
+        pass
     with fileutil.FileLock(lock, 0, "busy"):
         pass
+
+
+def test_http_cache_keeps_only_discovery() -> None:
+    from msal.individual_cache import _ExpiringMapping
+
+    raw: dict = {}
+    mapping = _ExpiringMapping(mapping=raw)
+    mapping.set("GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx", "discovery", 3600)
+    mapping.set("POST https://login/x/oauth2/v2.0/token hash=2 400", "invalid_grant", 60)
+    kept = auth.discovery_only(raw)
+    reread = _ExpiringMapping(mapping=kept)
+    assert list(reread) == ["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"]
+    assert reread["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"] == "discovery"
+    assert auth.discovery_only({}) == {}
