@@ -183,3 +183,33 @@ def test_queue_validates_like_send(signed_in: Account, tmp_path: Path) -> None:
     bad = signed_in.run("send", "--queue", str(queue), "--to", "not-an-address", "--body", "x")
     assert bad.returncode == 65
     assert list(queue.iterdir()) == []
+
+
+def test_outbox_reconnects_when_the_server_drops_the_connection(signed_in: Account) -> None:
+    servers = signed_in.servers
+    queue = signed_in.home / "outbox"
+    queue.mkdir()
+    me = signed_in.address
+    for n in range(3):
+        (queue / f"{n}.eml").write_bytes(eml(me, me, f"r{n}"))
+    proc = subprocess.Popen(
+        [sys.executable, str(MAILBOT), "-v", "outbox", str(queue)],
+        cwd=signed_in.home,
+        env={**signed_in.env, "MAILBOT_SEND_RATE": "30"},  # 2 s between messages
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("sent: 0.eml")
+    wait_for_count(signed_in, 1)
+    servers.stop_postfix()  # the open connection dies with it
+    servers.start_postfix()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.count("connecting to") == 2  # one reconnection, then the rest on it
+    assert sorted(p.name for p in (queue / "sent").iterdir()) == ["0.eml", "1.eml", "2.eml"]
+    wait_for_count(signed_in, 3)
+    time.sleep(0.5)
+    assert delivered_subjects(signed_in) == ["r0", "r1", "r2"]
