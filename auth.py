@@ -114,11 +114,11 @@ class TokenCacheFile:
             ) from exc
         return state
 
-    def load(self) -> msal.SerializableTokenCache:
+    @staticmethod
+    def to_cache(state: dict[str, Any]) -> msal.SerializableTokenCache:
         import msal
 
         cache = msal.SerializableTokenCache()
-        state = self.read_state()
         if state:
             cache.deserialize(json.dumps(state))
         return cache
@@ -154,11 +154,12 @@ class TokenCacheFile:
         if data != before:
             fileutil.atomic_write(self.http_cache_path, data)
 
-    def accounts(self, username: str) -> list[dict[str, Any]]:
+    @staticmethod
+    def accounts(state: dict[str, Any], username: str) -> list[dict[str, Any]]:
         """Cached accounts for ``username`` (case-insensitive), read without any network."""
         return [
             account
-            for account in self.read_state().get("Account", {}).values()
+            for account in state.get("Account", {}).values()
             if str(account.get("username", "")).lower() == username.lower()
         ]
 
@@ -277,10 +278,11 @@ class Authenticator:
     def _silent(self, force_refresh: bool) -> str | None:
         self.settings.require_client_id()
         with self.store.lock():
-            if not self.store.accounts(self.username):
+            state = self.store.read_state()
+            if not self.store.accounts(state, self.username):
                 log.info("no cached sign-in for %s", self.username)
                 return None
-            cache = self.store.load()
+            cache = self.store.to_cache(state)
             http_cache = self.store.load_http_cache()
             before = pickle.dumps(http_cache)
             try:
@@ -370,17 +372,15 @@ class Authenticator:
 
     # -- interactive sign-in -------------------------------------------------------------
 
-    def login(self) -> dict[str, Any]:
-        """Run the device-code flow now, whatever the cache holds; return the MSAL result."""
-        token = self._device_flow()
-        self._token = token
-        return {"username": self.username}
+    def login(self) -> None:
+        """Run the device-code flow now, whatever the cache holds."""
+        self._token = self._device_flow()
 
     def _device_flow(self) -> str:
         # The flow can take 15 minutes: run it on a snapshot, then merge under the lock,
         # so cron jobs using other accounts in the same cache are not blocked meanwhile.
         with self.store.lock():
-            cache = self.store.load()
+            cache = self.store.to_cache(self.store.read_state())
             http_cache = self.store.load_http_cache()
         before = pickle.dumps(http_cache)
         app = self._app(cache, http_cache)
@@ -430,7 +430,7 @@ class Authenticator:
     def status(self) -> dict[str, Any]:
         """What ``whoami`` shows: who is signed in and until when, from the cache alone."""
         state = self.store.read_state()
-        accounts = self.store.accounts(self.username)
+        accounts = self.store.accounts(state, self.username)
         if not accounts:
             raise SignInRequired(
                 f"not signed in as {self.username}", hint='run "python mailbot.py login" in a terminal'
@@ -466,7 +466,7 @@ class Authenticator:
                 os.replace(self.store.path, aside)
                 print(f"The unreadable token cache was moved to {aside}.", file=self.out)
                 return True
-            homes = {a["home_account_id"] for a in self.store.accounts(self.username)}
+            homes = {a["home_account_id"] for a in self.store.accounts(state, self.username)}
             for home in homes:
                 state = remove_account(state, home)
             if homes:

@@ -15,7 +15,7 @@ import imaplib
 import logging
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import imapwire
@@ -164,14 +164,10 @@ class ImapSession:
 
     def logout(self) -> None:
         """Send LOGOUT without waiting for the reply: the session's work is done."""
-        try:
+        with suppress(OSError):
             self.conn.send(self.conn._new_tag() + b" LOGOUT\r\n")  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        try:
+        with suppress(OSError):
             self.conn.shutdown()
-        except OSError:
-            pass
 
 
 def _text(data: list[Any]) -> str:
@@ -246,9 +242,12 @@ def _authenticate(session: ImapSession, responder: Any, initial: str) -> tuple[s
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """imaplib wraps socket errors in IMAP4.abort; classify by the original where there is one."""
-    if isinstance(exc, imaplib.IMAP4.abort) and isinstance(exc.__context__, (OSError, ssl.SSLError)):
-        return exc.__context__
+    """imaplib wraps socket errors in IMAP4.abort; classify by the original where there is one.
+
+    An EOF in the middle of the TLS handshake is a dropped connection (retry later), not a
+    TLS refusal: as an SSLError it would otherwise be reported as a permanent failure."""
     if isinstance(exc, imaplib.IMAP4.abort):
-        return ConnectionError(str(exc))
+        exc = exc.__context__ if isinstance(exc.__context__, OSError) else ConnectionError(str(exc))
+    if isinstance(exc, ssl.SSLEOFError):
+        return ConnectionError("the server closed the connection during the TLS handshake")
     return exc

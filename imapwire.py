@@ -116,7 +116,7 @@ def parse_fetch(data: list[bytes | tuple[bytes, bytes] | None]) -> list[FetchedM
                 messages[-1].sections[_normalize_section(section.group(1).decode("ascii", "replace"))] = item[
                     1
                 ]
-    for message, text in zip(messages, texts):
+    for message, text in zip(messages, texts, strict=True):
         if match := _UID.search(text):
             message.uid = int(match.group(1))
         if match := _FLAGS.search(text):

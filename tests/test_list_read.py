@@ -135,18 +135,17 @@ def test_list_and_read_leave_flags_alone_and_mark_read_sets_seen(signed_in: Acco
     for n in range(3):
         signed_in.seed(message(n), seen=n == 1)
     assert disk_flags(servers, address) == ["", "S", ""]
-    for args in (
-        ("list",),
-        ("list", "--unseen"),
-        ("list", "--subject", "message"),
-        ("read", "1"),
-        ("read", "3", "--raw"),
-    ):
-        result = signed_in.run(*args)
-        assert result.returncode == 0, (args, result.stderr)
+    results = {
+        args: signed_in.run(*args)
+        for args in (("list",), ("list", "--subject", "message"), ("read", "1"), ("read", "3", "--raw"))
+    }
+    assert {args: r.returncode for args, r in results.items()} == dict.fromkeys(results, 0)
+    assert "message 0" in results["read", "1"].stdout
     assert disk_flags(servers, address) == ["", "S", ""]
-    assert "message 0" in signed_in.run("read", "1").stdout
-    assert not any(re.search(r"\bSTORE\b|\bSELECT\b", c) for c in servers.imap_commands(address))
+    commands = servers.imap_commands(address)
+    assert not any(re.search(r"\bSTORE\b|\bSELECT\b", c) for c in commands)  # EXAMINE only
+    fetches = [c for c in commands if " FETCH " in c]
+    assert len(fetches) == 4 and all("BODY.PEEK[" in c and "BODY[" not in c for c in fetches)
 
     marked = signed_in.run("read", "3", "--mark-read")
     assert marked.returncode == 0, marked.stderr
@@ -166,9 +165,7 @@ def test_unseen_and_since_filters(signed_in: Account) -> None:
     assert [e["uid"] for e in listing(signed_in, "--unseen", "-n", "2")] == [5, 3]
     # SINCE is about the arrival date (INTERNALDATE), not the Date header
     assert [e["uid"] for e in listing(signed_in, "--since", "2024-01-01")] == [5, 4, 3]
-    assert [e["uid"] for e in listing(signed_in, "--since", "2020-01-01")] == [5, 4, 3, 2, 1]
     assert [e["uid"] for e in listing(signed_in, "--since", "2024-01-01", "--unseen")] == [5, 3]
-    assert listing(signed_in, "--since", "2099-01-01") == []
     bad = signed_in.run("list", "--since", "27.11.2026")
     assert bad.returncode == 64
 
@@ -180,11 +177,9 @@ def test_from_and_subject_filters_including_non_ascii(signed_in: Account) -> Non
     signed_in.seed(message(3, subject="Größe", sender="=?utf-8?Q?J=C3=BCrgen?= <jm@example.de>"))
     signed_in.seed(message(4, subject='say "hi" to Alice', sender="carol@example.org"))
     assert [e["uid"] for e in listing(signed_in, "--from", "alice")] == [1]
-    assert [e["uid"] for e in listing(signed_in, "--from", "example.org")] == [4, 2, 1]
     assert [e["uid"] for e in listing(signed_in, "--subject", "koeln")] == [2]  # case-insensitive
     assert [e["uid"] for e in listing(signed_in, "--subject", 'say "hi"')] == [4]
     assert [e["uid"] for e in listing(signed_in, "--from", "example.org", "--subject", "aus")] == [2, 1]
-    assert listing(signed_in, "--from", "nobody-here") == []
 
     servers.clear_imap_commands(address)
     found = listing(signed_in, "--subject", "Grüße")
@@ -212,6 +207,8 @@ def test_folder_with_a_non_ascii_name(signed_in: Account) -> None:
     assert read.stdout_bytes == message(7, subject="Entwurf")
     assert 'EXAMINE "Entw&APw-rfe"' in "\n".join(servers.imap_commands(address))
     assert [e["subject"] for e in listing(signed_in)] == ["message 1"]  # INBOX is another folder
+    servers.seed(address, message(8, subject="research"), folder="R&-D")  # "&" itself is "&-"
+    assert [e["subject"] for e in listing(signed_in, "--folder", "R&D")] == ["research"]
 
 
 def test_malformed_corpus_lists_and_reads(signed_in: Account) -> None:
@@ -317,7 +314,6 @@ def test_unknown_uid_unknown_folder_and_empty_folder(account: Account) -> None:
     empty_text = account.run("list")
     assert empty_text.returncode == 0 and empty_text.stdout == "", empty_text.stderr
     assert listing(account) == []
-    assert listing(account, "--unseen") == []
 
     account.seed(message(1))
     missing = account.run("read", "999")
@@ -353,16 +349,23 @@ def test_shared_mailbox_is_listed_with_a_delegated_token(account: Account) -> No
     servers.seed(shared, message(1, subject="for the team"))
     servers.seed(shared, message(2, subject="team again"))
     account.seed(message(3, subject="just mine"))
-    idp.delegate(account.address, shared)
+    account.login()
     try:
-        account.login()  # the cached token now carries the mailbox claim
-        before = account.run("--mailbox", shared, "list", "--json")
-        assert before.returncode == 0, before.stderr
-        assert [e["subject"] for e in json.loads(before.stdout)] == ["team again", "for the team"]
+        # Signed in, but not (yet) a delegate: the token is refused for the shared mailbox.
+        refused = account.run("--mailbox", shared, "list")
+        assert_clean_failure(refused, 77)
+        assert f"refused the sign-in for {shared}" in error_lines(refused)[0]
+        # Access granted later: the refused cached token is refreshed once, the new one carries it.
+        idp.delegate(account.address, shared)
+        team = account.run("--mailbox", shared, "list", "--json")
+        assert team.returncode == 0, team.stderr
+        assert [e["subject"] for e in json.loads(team.stdout)] == ["team again", "for the team"]
+        idp.reset_counts()
         after = listing(account, "--mailbox", shared)  # the option also works after the command
         assert [e["subject"] for e in after] == ["team again", "for the team"]
         raw = account.run("read", "1", "--raw", "--mailbox", shared)
         assert raw.returncode == 0 and raw.stdout_bytes == message(1, subject="for the team")
+        assert idp.counts().get("total", 0) == 0  # from the cached delegated token
         assert [e["subject"] for e in listing(account)] == ["just mine"]  # own mailbox without it
         assert any("EXAMINE" in c for c in servers.imap_commands(shared))
     finally:
@@ -497,6 +500,12 @@ def test_connection_dropped_mid_fetch_is_75(signed_in: Account) -> None:
     assert "during FETCH" in error_lines(cut)[0]
     fetches = [c for c in servers.imap_commands(signed_in.address) if " FETCH " in c]
     assert len(fetches) == 2  # the cut one was sent: the drop came mid-answer
+
+    # Dropped inside the server's first TLS flight: still a lost connection, not a TLS refusal.
+    handshake, proxy = through(100)
+    assert proxy.cut
+    assert_clean_failure(handshake, 75)
+    assert "TLS handshake" in error_lines(handshake)[0]
 
 
 @contextmanager
