@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import sasl
@@ -136,10 +136,8 @@ class SmtpSession:
 
     def reset(self) -> None:
         """RSET between queued messages so a failed transaction does not poison the next."""
-        try:
+        with suppress(smtplib.SMTPException, OSError):
             self.conn.rset()
-        except (smtplib.SMTPException, OSError):
-            pass
 
     def is_connected(self) -> bool:
         try:
@@ -192,7 +190,8 @@ def connect(settings: Settings, provider: TokenProvider, user: str | None = None
         where = f"SMTP server {host} port {port}"
         raise TemporaryFailure(_disconnected(exc, where, settings.timeout)) from exc
     except smtplib.SMTPResponseException as exc:
-        text = f"SMTP server {host} port {port} refused the connection: {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+        reply = f"{exc.smtp_code} {_reply_text(exc.smtp_error)}"
+        text = f"SMTP server {host} port {port} refused the connection: {reply}"
         raise (TemporaryFailure(text) if 400 <= exc.smtp_code < 500 else ServiceRefused(text)) from exc
     except (OSError, EOFError) as exc:
         raise network_error(exc, "SMTP", host, port, settings.timeout) from exc
@@ -209,7 +208,8 @@ def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenPr
     if "xoauth2" not in conn.esmtp_features.get("auth", "").lower().split():
         raise ServiceRefused(
             f"{where} does not offer AUTH XOAUTH2",
-            hint="check OUTLOOK_SMTP_SERVER and OUTLOOK_SMTP_PORT (smtp.office365.com / smtp-mail.outlook.com, 587)",
+            hint="check OUTLOOK_SMTP_SERVER and OUTLOOK_SMTP_PORT "
+            "(smtp.office365.com / smtp-mail.outlook.com, 587)",
         )
     for attempt in (1, 2):
         try:
