@@ -102,7 +102,7 @@ def idp(idp_session: IdentityStandIn) -> Iterator[IdentityStandIn]:
             break
     idp_session.clear_rules()
     idp_session.clear_faults()
-    idp_session.poison_next_access_tokens(0)
+    idp_session.clear_poison()
     for name, value in defaults.items():
         setattr(idp_session, name, value)
 

@@ -59,7 +59,8 @@ Refresh-token controls
     "current"/"rotated"/"revoked"...), ``current_refresh_token(username) -> str | None``.
 
 Access-token controls
-    ``poison_next_access_tokens(n)``: next n access tokens are signed with a wrong key.
+    ``poison_next_access_tokens(n)``: next n access tokens are signed with a wrong key;
+    ``clear_poison()`` forgets what is left.
     ``delegate(username, mailbox)`` / ``delegate(username, None)``: the user's access tokens
     carry ``mailbox=<mailbox>``. ``access_tokens``: list of ``IssuedAccessToken``.
 
@@ -423,6 +424,11 @@ class IdentityStandIn:
     def poison_next_access_tokens(self, n: int = 1) -> None:
         with self.lock:
             self._poison += n
+
+    def clear_poison(self) -> None:
+        """Forget poisoning a test asked for but did not use up."""
+        with self.lock:
+            self._poison = 0
 
     def delegate(self, username: str, mailbox: str | None) -> None:
         with self.lock:
