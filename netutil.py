@@ -28,6 +28,9 @@ def network_error(exc: BaseException, service: str, host: str, port: int, timeou
         return ServiceRefused(
             f"TLS certificate of {where} could not be verified: {exc.verify_message}", CA_HINT
         )
+    if isinstance(exc, ssl.SSLEOFError):
+        # The connection dropped mid-handshake: a network problem, not a TLS policy one.
+        return TemporaryFailure(f"connection to {where} was lost during the TLS handshake")
     if isinstance(exc, ssl.SSLError):
         return ServiceRefused(f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, socket.gaierror):

@@ -120,9 +120,11 @@ def read_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.raw:
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
-        return EX_OK
+        if not args.save_attachments:
+            return EX_OK
     readable = messages.parse_for_reading(raw)
-    print(messages.format_readable(readable))
+    if not args.raw:
+        print(messages.format_readable(readable))
     if args.save_attachments:
         directory = Path(args.save_attachments)
         for index, attachment in enumerate(readable.attachments, 1):

@@ -58,6 +58,7 @@ permissions are re-created, mail is not).
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import grp
@@ -137,7 +138,7 @@ class MailServers:
     def start(self) -> None:
         self._check_environment()
         self._uid, self._gid = pwd.getpwnam(MAIL_USER).pw_uid, grp.getgrnam(MAIL_USER).gr_gid
-        for attempt in range(3):  # a picked port may be taken by someone else meanwhile
+        for _attempt in range(3):  # a picked port may be taken by someone else meanwhile
             self.dir = Path(tempfile.mkdtemp(prefix="mbtb-", dir=_scratch_base()))
             self.dir.chmod(0o755)
             self._prepare_dir()
@@ -237,8 +238,10 @@ class MailServers:
         with self._lock:
             # Strictly increasing <secs>.M<usecs> names: Dovecot assigns UIDs in that order.
             self._last_stamp = stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
-        path = (f"{cur}/{stamp // 1_000_000}.M{stamp % 1_000_000}P{self._pid}.testbed,"
-                f"S={len(raw)}:2,{'S' if seen else ''}")
+        path = (
+            f"{cur}/{stamp // 1_000_000}.M{stamp % 1_000_000}P{self._pid}.testbed,"
+            f"S={len(raw)}:2,{'S' if seen else ''}"
+        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, raw)
@@ -306,8 +309,7 @@ class MailServers:
         if missing:
             raise TestbedUnavailable(f"missing {', '.join(missing)}: {INSTALL_HINT}")
         self._postfix_master = Path(_run(["postconf", "-h", "daemon_directory"])) / "master"
-        for path in (self._postfix_master, Path("/usr/lib/dovecot/imap"),
-                     Path("/usr/lib/dovecot/lmtp")):
+        for path in (self._postfix_master, Path("/usr/lib/dovecot/imap"), Path("/usr/lib/dovecot/lmtp")):
             if not path.exists():
                 raise TestbedUnavailable(f"missing {path}: {INSTALL_HINT}")
         try:
@@ -327,8 +329,7 @@ class MailServers:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
             (self.dir / sub).chmod(0o755)
         # Dovecot reads the key as base64 from <dict>/default/HS256/default.
-        _write_atomic(self.dir / "oauth2-keys/default/HS256/default",
-                      base64.b64encode(self.jwt_key).decode())
+        _write_atomic(self.dir / "oauth2-keys/default/HS256/default", base64.b64encode(self.jwt_key).decode())
         sans = ("localhost", "127.0.0.1", self.starttls_host, self.untrusted_host)
         for name, ca in (("trusted", self.ca), ("untrusted", self.untrusted_ca)):
             cert = ca.issue_cert(*sans)
@@ -383,10 +384,14 @@ class MailServers:
             _write_atomic(target, text)
 
         render("dovecot.conf.tmpl", self.dir / "dovecot.conf")
-        render("dovecot-oauth2.conf.tmpl", self.dir / "dovecot-oauth2-email.conf",
-               TB_USERNAME_ATTRIBUTE="email")
-        render("dovecot-oauth2.conf.tmpl", self.dir / "dovecot-oauth2-mailbox.conf",
-               TB_USERNAME_ATTRIBUTE="mailbox")
+        render(
+            "dovecot-oauth2.conf.tmpl", self.dir / "dovecot-oauth2-email.conf", TB_USERNAME_ATTRIBUTE="email"
+        )
+        render(
+            "dovecot-oauth2.conf.tmpl",
+            self.dir / "dovecot-oauth2-mailbox.conf",
+            TB_USERNAME_ATTRIBUTE="mailbox",
+        )
         render("postfix-main.cf.tmpl", self.dir / "postfix/main.cf")
         render("postfix-master.cf.tmpl", self.dir / "postfix/master.cf")
         render("postfix/virtual_alias.regexp.tmpl", self.dir / "postfix/virtual_alias.regexp")
@@ -397,11 +402,26 @@ class MailServers:
         q = self.dir / "postfix-queue"
         pf = pwd.getpwnam("postfix").pw_uid
         postdrop = grp.getgrnam("postdrop").gr_gid
-        dirs = {q: (0, 0, 0o755), q / "pid": (0, 0, 0o755),
-                self.dir / "postfix-data": (pf, 0, 0o700),
-                q / "maildrop": (pf, postdrop, 0o730), q / "public": (pf, postdrop, 0o710)}
-        for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold",
-                     "incoming", "private", "saved", "trace"):
+        dirs = {
+            q: (0, 0, 0o755),
+            q / "pid": (0, 0, 0o755),
+            self.dir / "postfix-data": (pf, 0, 0o700),
+            q / "maildrop": (pf, postdrop, 0o730),
+            q / "public": (pf, postdrop, 0o710),
+        }
+        for name in (
+            "active",
+            "bounce",
+            "corrupt",
+            "defer",
+            "deferred",
+            "flush",
+            "hold",
+            "incoming",
+            "private",
+            "saved",
+            "trace",
+        ):
             dirs[q / name] = (pf, 0, 0o700)
         for d, (uid, gid, mode) in dirs.items():
             d.mkdir(exist_ok=True)
@@ -409,32 +429,48 @@ class MailServers:
             d.chmod(mode)
 
     def _start_dovecot(self) -> None:
-        log = open(self.dir / "logs/dovecot.stderr", "ab")
+        log = open(self.dir / "logs/dovecot.stderr", "ab")  # noqa: SIM115 - the child's stderr for its lifetime
         self._dovecot = subprocess.Popen(
             ["dovecot", "-F", "-c", str(self.dir / "dovecot.conf")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
-        self._wait_ports(self._dovecot, "dovecot", [
-            ("127.0.0.1", self.imaps_port), (self.starttls_host, self.imap_starttls_port),
-            (self.untrusted_host, self.untrusted_imaps_port), ("127.0.0.1", self.lmtp_port),
-        ])
+        self._wait_ports(
+            self._dovecot,
+            "dovecot",
+            [
+                ("127.0.0.1", self.imaps_port),
+                (self.starttls_host, self.imap_starttls_port),
+                (self.untrusted_host, self.untrusted_imaps_port),
+                ("127.0.0.1", self.lmtp_port),
+            ],
+        )
         self._wait_path(self._dovecot, "dovecot", self.dir / "dovecot/postfix-auth")
 
     def _start_postfix(self) -> None:
-        log = open(self.dir / "logs/postfix.stderr", "ab")
+        log = open(self.dir / "logs/postfix.stderr", "ab")  # noqa: SIM115 - the child's stderr for its lifetime
         # master -d: stay in the foreground, so the instance is our child and its own
         # session (start_new_session): stop() kills exactly that session.
         self._postfix = subprocess.Popen(
             [str(self._postfix_master), "-d", "-c", str(self.dir / "postfix")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             env={**os.environ, "MAIL_CONFIG": str(self.dir / "postfix")},
         )
         log.close()
-        self._wait_ports(self._postfix, "postfix", [
-            ("127.0.0.1", p) for p in
-            (self.submission_port, self.smtps_port, self.untrusted_submission_port)
-        ])
+        self._wait_ports(
+            self._postfix,
+            "postfix",
+            [
+                ("127.0.0.1", p)
+                for p in (self.submission_port, self.smtps_port, self.untrusted_submission_port)
+            ],
+        )
 
     def _wait_ports(self, proc: subprocess.Popen, name: str, addrs, timeout=10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -451,7 +487,8 @@ class MailServers:
             except OSError:
                 if time.monotonic() > deadline:
                     raise TestbedUnavailable(
-                        f"{name} not listening on {pending[0]}:\n{self._log_tail()}")
+                        f"{name} not listening on {pending[0]}:\n{self._log_tail()}"
+                    ) from None
                 time.sleep(0.02)
 
     def _wait_path(self, proc, name: str, path: Path, timeout=10.0) -> None:
@@ -582,9 +619,7 @@ def _terminate(proc: subprocess.Popen | None, graceful: bool = True) -> None:
     deadline = time.monotonic() + 3
     while (left := _session_pids(sid)) and time.monotonic() < deadline:
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.01)
     return None

@@ -149,8 +149,11 @@ def test_untrusted_certificates_fail_verification(servers, ctx):
     with pytest.raises(ssl.SSLCertVerificationError):
         smtp.starttls(context=ctx)
     # ... but they do speak TLS.
-    imaplib.IMAP4_SSL(servers.untrusted_host, servers.untrusted_imaps_port,
-                      ssl_context=ssl._create_unverified_context()).logout()
+    imaplib.IMAP4_SSL(
+        servers.untrusted_host,
+        servers.untrusted_imaps_port,
+        ssl_context=ssl._create_unverified_context(),  # noqa: S323 - it does speak TLS
+    ).logout()
 
 
 # ---------------------------------------------------------------- SMTP
@@ -212,8 +215,7 @@ def test_external_recipients_go_to_catchall(servers, ctx):
     tag = f"ext{time.monotonic_ns()}"
     smtp = smtp_login(servers, ctx, alice)
     msg = message(alice, f"{tag}@other.test", tag, Cc=f"{tag}cc@other.test, {bob}")
-    smtp.send_message(msg, to_addrs=[f"{tag}@other.test", f"{tag}cc@other.test", bob,
-                                      f"{tag}bcc@third.test"])
+    smtp.send_message(msg, to_addrs=[f"{tag}@other.test", f"{tag}cc@other.test", bob, f"{tag}bcc@third.test"])
     smtp.quit()
 
     def copies():
@@ -222,7 +224,8 @@ def test_external_recipients_go_to_catchall(servers, ctx):
 
     got = servers.wait_for(copies, what="catch-all delivery")
     assert sorted(m.recipient for m in got) == sorted(
-        [f"{tag}@other.test", f"{tag}cc@other.test", f"{tag}bcc@third.test"])
+        [f"{tag}@other.test", f"{tag}cc@other.test", f"{tag}bcc@third.test"]
+    )
     assert all("Bcc" not in m.message for m in got)
     servers.wait_for(lambda: servers.messages(bob), what="local copy")
 
@@ -233,8 +236,12 @@ def test_external_recipients_go_to_catchall(servers, ctx):
 def test_seeded_messages_visible_and_flags_settable(servers, ctx):
     user = new_user(servers)
     for i in range(5):
-        servers.seed(user, message("x@other.test", user, f"seed {i}").as_bytes(),
-                     seen=i == 0, internaldate=1_700_000_000 + i)
+        servers.seed(
+            user,
+            message("x@other.test", user, f"seed {i}").as_bytes(),
+            seen=i == 0,
+            internaldate=1_700_000_000 + i,
+        )
     servers.seed(user, message("x@other.test", user, "archived").as_bytes(), folder="Archive")
     imap = imap_login(servers, ctx, user)
     imap.select("INBOX")
@@ -277,7 +284,7 @@ def test_shared_mailbox_delegation(servers, ctx):
     imap_login(servers, ctx, shared, token).logout()
     imap_login(servers, ctx, alice, token).logout()  # the delegate token still works for alice
     # (a token without the claim is an internal error in Dovecot here: UNAVAILABLE)
-    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED|UNAVAILABLE"):
+    with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED|UNAVAILABLE"):
         imap_login(servers, ctx, shared, access_token(bob, KEY))
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
         imap_login(servers, ctx, shared, access_token(bob, KEY, mailbox=alice))
