@@ -155,6 +155,21 @@ class Account:
             proc.stdout,
         )
 
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, output: bool = True
+    ) -> subprocess.Popen[str]:
+        """Start ``python mailbot.py ARGS`` in the background (stdout/stderr piped as text, or discarded)."""
+        sink = subprocess.PIPE if output else subprocess.DEVNULL
+        return subprocess.Popen(
+            [sys.executable, str(MAILBOT), *args],
+            cwd=self.home,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            text=True,
+        )
+
     def login(self) -> Result:
         """A real device-code sign-in through MSAL, approved at once by the stand-in."""
         self.idp.auto_approve(self.address, after_polls=0)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MAILBOT, Account
+from tests.conftest import Account
 
 
 def message(n: int, size: int = 0) -> bytes:
@@ -150,14 +148,7 @@ def test_kill_9_mid_batch_loses_nothing(signed_in: Account, handler: Path) -> No
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
     for n in range(30):
         signed_in.seed(message(n))
-    proc = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "fetch", "--exec", "./handler.sh"],
-        cwd=signed_in.home,
-        env={**signed_in.env, "HANDLER_SLEEP": "0.05"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = signed_in.start("fetch", "--exec", "./handler.sh", env={"HANDLER_SLEEP": "0.05"}, output=False)
     deadline = time.monotonic() + 20
     while len(handled_uids(handler)) < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -222,14 +213,7 @@ def test_overlapping_fetches_one_exits_75(signed_in: Account, handler: Path) -> 
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
     for n in range(3):
         signed_in.seed(message(n))
-    slow = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "fetch", "--exec", "./handler.sh"],
-        cwd=signed_in.home,
-        env={**signed_in.env, "HANDLER_SLEEP": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    slow = signed_in.start("fetch", "--exec", "./handler.sh", env={"HANDLER_SLEEP": "1"})
     deadline = time.monotonic() + 20
     while not handled_uids(handler) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -243,14 +227,7 @@ def test_overlapping_fetches_one_exits_75(signed_in: Account, handler: Path) -> 
 
 
 def peak_rss_of_fetch(account: Account, maildir: Path) -> int:
-    proc = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "fetch", "--maildir", str(maildir)],
-        cwd=account.home,
-        env=account.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = account.start("fetch", "--maildir", str(maildir), output=False)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0

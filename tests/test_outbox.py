@@ -5,12 +5,10 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import MAILBOT, Account
+from tests.conftest import Account
 
 
 def eml(sender: str, to: str, subject: str, bcc: str | None = None, lf_only: bool = False) -> bytes:
@@ -105,15 +103,7 @@ def test_server_stopped_mid_queue_keeps_the_rest(signed_in: Account) -> None:
     for n in range(4):
         (queue / f"{n}.eml").write_bytes(eml(me, me, f"m{n}"))
     # 60 per minute = one per second: time to stop the server after the first message
-    proc = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "outbox", str(queue)],
-        cwd=signed_in.home,
-        env={**signed_in.env, "MAILBOT_SEND_RATE": "60"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "60"})
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -140,15 +130,7 @@ def test_overlapping_outbox_runs(signed_in: Account) -> None:
     me = signed_in.address
     for n in range(3):
         (queue / f"{n}.eml").write_bytes(eml(me, me, f"o{n}"))
-    slow = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "outbox", str(queue)],
-        cwd=signed_in.home,
-        env={**signed_in.env, "MAILBOT_SEND_RATE": "60"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    slow = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "60"})
     assert slow.stdout is not None
     assert slow.stdout.readline().startswith("sent:")
     second = signed_in.run("outbox", str(queue))
@@ -192,15 +174,9 @@ def test_outbox_reconnects_when_the_server_drops_the_connection(signed_in: Accou
     me = signed_in.address
     for n in range(3):
         (queue / f"{n}.eml").write_bytes(eml(me, me, f"r{n}"))
-    proc = subprocess.Popen(
-        [sys.executable, str(MAILBOT), "-v", "outbox", str(queue)],
-        cwd=signed_in.home,
-        env={**signed_in.env, "MAILBOT_SEND_RATE": "30"},  # 2 s between messages
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = signed_in.start(
+        "-v", "outbox", str(queue), env={"MAILBOT_SEND_RATE": "30"}
+    )  # 2 s between messages
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("sent: 0.eml")
     wait_for_count(signed_in, 1)
