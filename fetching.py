@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import imapwire
 import messages
 from auth import Authenticator, person_present
 from config import Settings
-from errors import EX_OK, TemporaryFailure, UsageError
+from errors import EX_OK, OutputError, TemporaryFailure, UsageError
 
 log = logging.getLogger("mailbot.fetch")
 SIZE_ITEMS = "(UID RFC822.SIZE INTERNALDATE)"
@@ -132,45 +133,57 @@ class Fetcher:
 
     # -- finding what is new -------------------------------------------------------------
 
-    def list_after(self, last_uid: int) -> list[NewMessage]:
-        """Messages with UID > last_uid, sizes included, in one round trip (no SEARCH)."""
-        data = self.session.uid("FETCH", f"{last_uid + 1}:*", SIZE_ITEMS)
+    def _sized(self, data: list[Any], above: int = 0) -> list[NewMessage]:
         found = [
             NewMessage(item.uid, item.size or 0, _timestamp(item.internaldate))
             for item in imapwire.parse_fetch(data)
-            if item.uid is not None and item.uid > last_uid
+            if item.uid is not None and item.uid > above
         ]
         return sorted(found, key=lambda m: m.uid)
+
+    def list_after(self, last_uid: int) -> list[NewMessage]:
+        """Messages with UID > last_uid, sizes included, in one round trip (no SEARCH)."""
+        return self._sized(self.session.uid("FETCH", f"{last_uid + 1}:*", SIZE_ITEMS), above=last_uid)
 
     def newest(self, count: int, exists: int) -> list[NewMessage]:
         if exists == 0:
             return []
-        data = self.session.fetch_seq(f"{max(1, exists - count + 1)}:{exists}", SIZE_ITEMS)
-        found = [
-            NewMessage(item.uid, item.size or 0, _timestamp(item.internaldate))
-            for item in imapwire.parse_fetch(data)
-            if item.uid is not None
-        ]
-        return sorted(found, key=lambda m: m.uid)
+        return self._sized(self.session.fetch_seq(f"{max(1, exists - count + 1)}:{exists}", SIZE_ITEMS))
+
+    def arrived_since(self, after: float) -> list[NewMessage]:
+        """Messages whose INTERNALDATE is after ``after``: a server-side SEARCH SINCE (whole days,
+        one day early for time zones), then their exact dates."""
+        day = datetime.fromtimestamp(after - 86400, timezone.utc).date()
+        data = self.session.uid("SEARCH", "SINCE", imapwire.search_date(day))
+        uids = sorted(int(uid) for uid in b" ".join(d for d in data if d).split())
+        if not uids:
+            return []
+        candidates = self._sized(self.session.uid("FETCH", _compact(uids), SIZE_ITEMS))
+        return [m for m in candidates if (m.internaldate or 0.0) > after]
 
     def plan(self, state: FetchState | None, info: dict[str, int]) -> tuple[list[NewMessage], FetchState]:
-        uidvalidity = info.get("uidvalidity", 0)
-        if state is None:
-            start_uid = info.get("uidnext", 1) - 1 if "uidnext" in info else self._highest_uid(info["exists"])
-            todo = self.newest(self.args.backfill, info["exists"]) if self.args.backfill else []
-            base = FetchState(uidvalidity, start_uid if not todo else todo[0].uid - 1)
-            print(
-                f"first fetch of {self.folder!r} for {self.account}: "
-                + (
-                    f"processing the newest {len(todo)} existing messages, then new mail"
-                    if todo
-                    else f"existing messages left alone (up to UID {start_uid}); new mail from now on "
-                    "(use --backfill N to process the newest N)"
-                ),
-                file=sys.stderr,
-            )
+        uidvalidity, exists = info.get("uidvalidity", 0), info["exists"]
+        if state is None or (state.uidvalidity != uidvalidity and state.last_internaldate is None):
+            # One FETCH of the newest messages gives both the starting UID and its arrival time.
+            newest = self.newest(max(1, self.args.backfill or 0), exists)
+            todo = newest[-self.args.backfill :] if self.args.backfill else []
+            start_uid = newest[-1].uid if newest else info.get("uidnext", 1) - 1
+            anchor = (todo or newest)[0 if todo else -1].internaldate if newest else None
+            base = FetchState(uidvalidity, todo[0].uid - 1 if todo else start_uid, anchor or time.time())
+            if not self.args.quiet:
+                print(
+                    f"first fetch of {self.folder!r} for {self.account}: "
+                    + (
+                        f"processing the newest {len(todo)} existing messages, then new mail"
+                        if todo
+                        else f"existing messages left alone (up to UID {start_uid}); new mail from now on "
+                        "(use --backfill N to process the newest N)"
+                    ),
+                    file=sys.stderr,
+                )
             return todo, base
-        if state.uidvalidity != uidvalidity:
+        if state.uidvalidity != uidvalidity and state.last_internaldate is not None:
+            # The folder was recreated and UIDs mean nothing now; arrival times still do.
             log.warning(
                 "UIDVALIDITY of %r changed (%s -> %s): the folder was recreated; continuing with "
                 "messages that arrived after the last processed one",
@@ -178,27 +191,10 @@ class Fetcher:
                 state.uidvalidity,
                 uidvalidity,
             )
-            print(
-                f"warning: UIDVALIDITY of {self.folder!r} changed ({state.uidvalidity} -> {uidvalidity}); "
-                "continuing after the last processed message's arrival time",
-                file=sys.stderr,
-            )
-            after = state.last_internaldate or 0.0
-            todo = [m for m in self.list_after(0) if (m.internaldate or 0.0) > after]
-            return todo, FetchState(
-                uidvalidity, todo[0].uid - 1 if todo else self._highest_uid(info["exists"]), after
-            )
+            todo = self.arrived_since(state.last_internaldate)
+            start_uid = todo[0].uid - 1 if todo else info.get("uidnext", 1) - 1
+            return todo, FetchState(uidvalidity, start_uid, state.last_internaldate)
         return self.list_after(state.last_uid), state
-
-    def _highest_uid(self, exists: int) -> int:
-        if exists == 0:
-            return 0
-        found = [
-            item.uid
-            for item in imapwire.parse_fetch(self.session.fetch_seq(str(exists), "(UID)"))
-            if item.uid
-        ]
-        return max(found, default=0)
 
     # -- processing ----------------------------------------------------------------------
 
@@ -238,7 +234,12 @@ class Fetcher:
             "size": len(raw),
         }
         if self.maildir is not None:
-            record["path"] = str(self.deliver_maildir(self.maildir, new, raw))
+            try:
+                record["path"] = str(self.deliver_maildir(self.maildir, new, raw))
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot deliver UID {new.uid} into the Maildir {self.maildir}: {exc.strerror or exc}"
+                ) from exc
         if self.args.exec_cmd:
             record["exit_status"] = self.run_handler(new.uid, raw, summary)
         if self.args.json:
