@@ -1,8 +1,8 @@
 """SMTP submission over TLS with SASL XOAUTH2, on top of smtplib.
 
 Implicit TLS (port 465) or STARTTLS (587; refused if the server does not offer it: a
-token is never sent in clear), as ``settings.smtp_tls`` says. Replies are mapped to what the user can do:
-4xx is temporary (75), Microsoft's ``535 5.7.139`` means SMTP AUTH is switched off (69),
+token is never sent in clear), as ``settings.smtp_tls`` says. Replies are mapped to what
+the user can do: 4xx is temporary (75), Microsoft's ``535 5.7.139`` means SMTP AUTH is switched off (69),
 another 535 after one forced refresh means the sign-in is not accepted (77).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import sasl
@@ -133,17 +133,6 @@ class SmtpSession:
         if any("5.7.233" in msg for _, msg in details.values()):
             hint = "the tenant does not allow sending to external recipients (ask an admin)"
         return RecipientsRefused(message, details, accepted, hint)
-
-    def reset(self) -> None:
-        """RSET between queued messages so a failed transaction does not poison the next."""
-        with suppress(smtplib.SMTPException, OSError):
-            self.conn.rset()
-
-    def is_connected(self) -> bool:
-        try:
-            return self.conn.noop()[0] == 250
-        except (smtplib.SMTPException, OSError):
-            return False
 
     def close(self) -> None:
         try:
