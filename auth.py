@@ -173,7 +173,7 @@ def discovery_only(http_cache: dict[Any, Any]) -> dict[Any, Any]:
     if not (isinstance(index, (tuple, list)) and len(index) == 2 and isinstance(index[1], dict)):
         return {}
     sequence, timestamps = index
-    keep = {key for key in timestamps if isinstance(key, str) and key.startswith("GET ")}
+    keep = sorted(key for key in timestamps if isinstance(key, str) and key.startswith("GET "))
     kept = {key: http_cache[key] for key in keep if key in http_cache}
     heap = [entry for entry in sequence if entry[2] in kept]
     heapq.heapify(heap)
@@ -284,7 +284,7 @@ class Authenticator:
                 return None
             cache = self.store.to_cache(state)
             http_cache = self.store.load_http_cache()
-            before = pickle.dumps(http_cache)
+            before = pickle.dumps(discovery_only(http_cache))
             try:
                 app = self._app(cache, http_cache)
                 accounts = app.get_accounts(username=self.username)
@@ -382,7 +382,7 @@ class Authenticator:
         with self.store.lock():
             cache = self.store.to_cache(self.store.read_state())
             http_cache = self.store.load_http_cache()
-        before = pickle.dumps(http_cache)
+        before = pickle.dumps(discovery_only(http_cache))
         app = self._app(cache, http_cache)
         flow = self._call(lambda: app.initiate_device_flow(scopes=SCOPES))
         if "user_code" not in flow:
