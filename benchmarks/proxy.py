@@ -9,6 +9,10 @@ reproduces the real timeline (SYN out, SYN-ACK back, ACK + first data out: the s
 sees the first byte 1.5 RTT after the client started connecting, and a server-first
 greeting reaches the client 2 RTT after it started).
 
+Both sockets ACK at once (TCP_QUICKACK): on loopback a delayed ACK holds a sender's second
+small write back by ~40 ms (Nagle), which happens in runs without delay and not with it,
+and would hide a round trip (imaplib sends an AUTHENTICATE continuation and its CRLF apart).
+
 All proxies share one event loop in a daemon thread (:class:`ProxyLoop`). Counters and the
 per-chunk timeline are reset with :meth:`LatencyProxy.reset` and read with
 :meth:`LatencyProxy.snapshot` between runs; ``delay`` may be changed between runs (a
@@ -20,12 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 UP = "c>s"  # client to server
 DOWN = "s>c"  # server to client
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 _SPIN = 0.0015  # finish the last stretch of a wait with sleep(0) yields: epoll rounds up to ms
 
 
@@ -75,6 +82,7 @@ class LatencyProxy:
         self._lock = threading.Lock()
         self._stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
         self._server: asyncio.AbstractServer = loop.call(self._start())
         self.port: int = self._server.sockets[0].getsockname()[1]
 
@@ -91,6 +99,16 @@ class LatencyProxy:
         with self._lock:
             s = self._stats
             return Stats(s.connections, s.bytes_up, s.bytes_down, list(s.chunks), list(s.lateness))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (bounded) until every connection has been closed on both sides."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._active == 0:
+                    return True
+            time.sleep(0.002)
+        return False
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -115,20 +133,27 @@ class LatencyProxy:
         stats = self._stats  # a reset() during the connection does not mix runs
         with self._lock:
             stats.connections += 1
+            self._active += 1
         up: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         down: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         swriter: asyncio.StreamWriter | None = None
         helpers: list[asyncio.Task[None]] = []
         try:
-            helpers.append(asyncio.create_task(self._read(creader, up, UP, conn, accepted, delay, stats)))
+            csock = cwriter.get_extra_info("socket")
+            helpers.append(
+                asyncio.create_task(self._read(creader, up, UP, conn, accepted, delay, stats, csock))
+            )
             await self._wait_until(accepted + 3 * delay)  # emulated TCP handshake
             try:
                 sreader, swriter = await asyncio.open_connection(*self.target)
             except OSError:
                 return
-            helpers.append(asyncio.create_task(self._read(sreader, down, DOWN, conn, accepted, delay, stats)))
-            helpers.append(asyncio.create_task(self._write(down, cwriter, stats)))
-            await self._write(up, swriter, stats)
+            ssock = swriter.get_extra_info("socket")
+            helpers.append(
+                asyncio.create_task(self._read(sreader, down, DOWN, conn, accepted, delay, stats, ssock))
+            )
+            helpers.append(asyncio.create_task(self._write(down, cwriter, stats, accepted)))
+            await self._write(up, swriter, stats, accepted + 3 * delay)
             await helpers[-1]  # the server side finishes too
         except (OSError, asyncio.CancelledError):
             pass
@@ -140,6 +165,8 @@ class LatencyProxy:
                     with contextlib.suppress(Exception):
                         writer.close()
             self._tasks.discard(task)
+            with self._lock:
+                self._active -= 1
 
     async def _read(
         self,
@@ -150,6 +177,7 @@ class LatencyProxy:
         accepted: float,
         delay: float,
         stats: Stats,
+        sock: Any = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -157,6 +185,12 @@ class LatencyProxy:
                 data = await reader.read(262144)
             except OSError:
                 data = b""
+            if sock is not None and data:
+                # ACK at once: a delayed ACK would hold back the sender's next small write
+                # (Nagle) by up to 40 ms on loopback -- seen in runs without delay only, so it
+                # would cancel out a round trip of the comparison.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
             now = loop.time()
             with self._lock:
                 stats.chunks.append(Chunk(now - accepted, conn, direction, len(data)))
@@ -169,11 +203,16 @@ class LatencyProxy:
                 return
 
     async def _write(
-        self, queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter, stats: Stats
+        self,
+        queue: asyncio.Queue[tuple[float, bytes]],
+        writer: asyncio.StreamWriter,
+        stats: Stats,
+        not_before: float,
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             at, data = await queue.get()
+            at = max(at, not_before)
             await self._wait_until(at)
             with self._lock:
                 stats.lateness.append(loop.time() - at)
@@ -248,10 +287,32 @@ def waits(chunks: list[Chunk]) -> int:
     return total
 
 
-def describe(chunks: list[Chunk], limit: int = 40) -> list[str]:
-    """Human-readable burst timeline (ms since each connection's accept)."""
+def think_time(chunks: list[Chunk], delay: float) -> float:
+    """Seconds the server spent before answering, summed over the exchanges the client waited
+    for: from the moment the proxy delivered the client's last bytes (its read time + delay,
+    and not before the emulated handshake's 3 * delay) to the server's first answer."""
+    total = 0.0
+    for conn in sorted({c.conn for c in chunks}):
+        mine = [c for c in chunks if c.conn == conn]
+        client_eof = next((c.t for c in mine if c.direction == UP and c.size == 0), float("inf"))
+        seq = [b for b in bursts(mine) if b.size]
+        for ask, answer in itertools.pairwise(seq):
+            if ask.direction == UP and answer.direction == DOWN and answer.start_ms / 1000 <= client_eof:
+                delivered = max(ask.end_ms / 1000 + delay, 3 * delay)
+                total += max(0.0, answer.start_ms / 1000 - delivered)
+    return total
+
+
+def describe(chunks: list[Chunk], head: int = 30, tail: int = 6) -> list[str]:
+    """Human-readable burst timeline (ms since each connection's accept): the first ``head``
+    and the last ``tail`` bursts."""
     lines = []
-    for b in bursts(chunks)[:limit]:
+    every = bursts(chunks)
+    shown = every if len(every) <= head + tail else [*every[:head], None, *every[-tail:]]
+    for b in shown:
+        if b is None:
+            lines.append(f"... {len(every) - head - tail} more bursts ...")
+            continue
         arrow = "client -> server" if b.direction == UP else "server -> client"
         lines.append(
             f"conn {b.conn}  {b.start_ms:8.1f} ms  {arrow}  {b.size:>9,} B"

@@ -1,0 +1,1 @@
+"""mailbot's benchmark: see run.py."""
