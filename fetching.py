@@ -62,9 +62,10 @@ def _slug(text: str) -> str:
 
 class StateFile:
     def __init__(self, settings: Settings, account: str, folder: str) -> None:
-        base = settings.state_dir / f"fetch-{_slug(account.lower())}-{_slug(folder)}"
-        self.path = base.with_suffix(".json")
-        self.lock_path = base.with_suffix(".lock")
+        # Not with_suffix(): the slugs contain dots, and a suffix swap would cut the name there.
+        base = f"fetch-{_slug(account.lower())}-{_slug(folder)}"
+        self.path = settings.state_dir / f"{base}.json"
+        self.lock_path = settings.state_dir / f"{base}.lock"
 
     def load(self) -> FetchState | None:
         try:

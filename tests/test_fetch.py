@@ -252,3 +252,21 @@ def test_fetch_needs_a_destination(signed_in: Account) -> None:
     result = signed_in.run("fetch")
     assert result.returncode == 64
     assert "--maildir DIR and/or --exec CMD" in result.stderr
+
+
+def test_each_folder_and_account_has_its_own_state(signed_in: Account, handler: Path) -> None:
+    servers, address = signed_in.servers, signed_in.address
+    servers.seed(address, message(1), folder="Work")
+    for folder in ("INBOX", "Work"):
+        assert signed_in.run("fetch", "--folder", folder, "--exec", "./handler.sh").returncode == 0
+    signed_in.seed(message(2))
+    servers.seed(address, message(3), folder="Work")
+    for folder in ("INBOX", "Work"):
+        result = signed_in.run("fetch", "--folder", folder, "--exec", "./handler.sh", "--json")
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line)["subject"] for line in result.stdout.splitlines()] == [
+            "message 2" if folder == "INBOX" else "message 3"
+        ]
+    states = sorted(p.name for p in signed_in.home.glob("fetch-*.json"))
+    assert len(states) == 2, states
+    assert all(address.split("@")[0] in name for name in states)
