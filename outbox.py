@@ -24,7 +24,15 @@ import messages
 import smtp_client
 from auth import Authenticator, person_present
 from config import Settings
-from errors import EX_OK, EX_UNAVAILABLE, InputFileError, MailbotError, RecipientsRefused, ServiceRefused
+from errors import (
+    EX_OK,
+    EX_UNAVAILABLE,
+    BadInputError,
+    InputFileError,
+    MailbotError,
+    RecipientsRefused,
+    ServiceRefused,
+)
 
 log = logging.getLogger("mailbot.outbox")
 WINDOW = 60.0
@@ -131,7 +139,7 @@ class Outbox:
                 return
             self.fail(path, exc.message)
             return
-        except ServiceRefused as exc:
+        except (ServiceRefused, BadInputError) as exc:
             self.fail(path, exc.message + (f"\nhint: {exc.hint}" if exc.hint else ""))
             return
         except MailbotError:

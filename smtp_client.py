@@ -9,15 +9,23 @@ another 535 after one forced refresh means the sign-in is not accepted (77).
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import sasl
 from auth import TokenProvider
 from config import Settings
-from errors import MailbotError, RecipientsRefused, ServiceRefused, SignInRequired, TemporaryFailure
+from errors import (
+    BadInputError,
+    MailbotError,
+    RecipientsRefused,
+    ServiceRefused,
+    SignInRequired,
+    TemporaryFailure,
+)
 from netutil import network_error, tls_context
 
 log = logging.getLogger("mailbot.smtp")
@@ -63,8 +71,19 @@ def _disconnected(exc: smtplib.SMTPServerDisconnected, where: str, timeout: floa
     return f"{where} closed the connection{during}: {exc}"
 
 
+def _dot_stuffed(data: bytes) -> bytes:
+    """The DATA body as RFC 5321 wants it: lines starting with "." doubled, CRLF, then ".\r\n"."""
+    body = re.sub(rb"(?m)^\.", b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
 def _reply_text(message: bytes | str) -> str:
     return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+
+
+Reply = tuple[int, bytes]
 
 
 class SmtpSession:
@@ -76,33 +95,46 @@ class SmtpSession:
         self.where = f"SMTP server {settings.smtp_host} port {settings.smtp_port}"
 
     def send(self, sender: str, recipients: list[str], data: bytes) -> None:
-        """Submit one message: MAIL, RCPT per recipient, DATA (what sendmail does, step by step,
-        so a dropped connection before DATA is known to have sent nothing: NotStarted).
+        """Submit one message. With PIPELINING (Outlook and Postfix offer it) MAIL, every RCPT and
+        DATA go out in one write, so a message costs two round trips instead of 3 + recipients.
 
-        Raises RecipientsRefused, naming the accepted ones, when only some were refused."""
+        A dropped connection noticed before the body was sent raises NotStarted: nothing was
+        sent, so resending is safe. Raises RecipientsRefused, naming the accepted ones, when
+        only some recipients were refused."""
+        for address in (sender, *recipients):
+            if any(ch in address for ch in "\r\n<>") or not address.isascii():
+                raise BadInputError(f"cannot use {address!r} as an SMTP envelope address")
         conn = self.conn
         try:
-            code, reply = conn.mail(sender)
+            mail, rcpts, data_reply = self._envelope(sender, recipients)
         except smtplib.SMTPServerDisconnected as exc:
             raise NotStarted(_disconnected(exc, self.where, self.settings.timeout)) from exc
         except (OSError, EOFError) as exc:
             raise NotStarted(f"connection to {self.where} was lost: {exc}") from exc
         try:
+            code, reply = mail
             if code != 250:
                 conn.rset()
                 text = f"{self.where} refused the sender {sender}: {code} {_reply_text(reply)}"
                 if 400 <= code < 500:
                     raise TemporaryFailure(text)
                 raise ServiceRefused(text, SEND_AS_HINT)
-            refused: dict[str, tuple[int, bytes]] = {}
-            for recipient in recipients:
-                code, reply = conn.rcpt(recipient)
-                if code not in (250, 251):
-                    refused[recipient] = (code, reply)
+            refused = {
+                r: reply for r, reply in zip(recipients, rcpts, strict=True) if reply[0] not in (250, 251)
+            }
             if len(refused) == len(recipients):
+                if data_reply is not None and data_reply[0] == 354:
+                    conn.send(b".\r\n")  # the server wants a body anyway: send an empty one, then reset
+                    conn.getreply()
                 conn.rset()
                 raise self._refused(refused, accepted=[])
-            code, reply = conn.data(data)
+            if data_reply is None:
+                code, reply = conn.data(data)
+            elif data_reply[0] != 354:
+                code, reply = data_reply
+            else:
+                conn.send(_dot_stuffed(data))
+                code, reply = conn.getreply()
             if code != 250:
                 conn.rset()
                 text = f"{self.where} refused the message: {code} {_reply_text(reply)}"
@@ -120,6 +152,18 @@ class SmtpSession:
         if refused:
             raise self._refused(refused, [r for r in recipients if r not in refused])
 
+    def _envelope(self, sender: str, recipients: list[str]) -> tuple[Reply, list[Reply], Reply | None]:
+        """The replies to MAIL, each RCPT and (when pipelined) DATA."""
+        conn = self.conn
+        if not conn.has_extn("pipelining"):
+            mail = conn.mail(sender)
+            return mail, [conn.rcpt(r) for r in recipients] if mail[0] == 250 else [], None
+        lines = [f"MAIL FROM:<{sender}>", *(f"RCPT TO:<{r}>" for r in recipients), "DATA"]
+        log.debug("smtp send (pipelined): %s", " | ".join(lines))
+        conn.send("".join(line + "\r\n" for line in lines))
+        mail = conn.getreply()
+        return mail, [conn.getreply() for _ in recipients], conn.getreply()
+
     def _refused(self, refused: dict[str, tuple[int, bytes]], accepted: list[str]) -> MailbotError:
         details = {addr: (code, _reply_text(msg)) for addr, (code, msg) in refused.items()}
         listing = "; ".join(f"{addr} ({code} {msg})" for addr, (code, msg) in details.items())
@@ -135,10 +179,10 @@ class SmtpSession:
         return RecipientsRefused(message, details, accepted, hint)
 
     def close(self) -> None:
-        try:
-            self.conn.quit()
-        except (smtplib.SMTPException, OSError):
-            self.conn.close()
+        """Send QUIT without waiting for the 221: the work is done, the reply is a round trip."""
+        with suppress(smtplib.SMTPException, OSError):
+            self.conn.send("QUIT\r\n")
+        self.conn.close()
 
 
 def _open(settings: Settings) -> smtplib.SMTP:

@@ -50,6 +50,7 @@ def test_twenty_queued_messages_arrive_once_over_one_connection(signed_in: Accou
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["status"] for r in records] == ["sent"] * 20
     assert result.stderr.count("connecting to") == 1  # one connection, one authentication
+    assert result.stderr.count("(pipelined)") == 20  # MAIL, RCPT and DATA in one write per message
     assert sorted(p.name for p in (queue / "sent").iterdir()) == sorted(r["file"] for r in records)
     assert not list(queue.glob("*.eml"))
     wait_for_count(signed_in, 20)
