@@ -773,7 +773,7 @@ class Bench:
                 Target(
                     f"list -n {self.sizes.list_n}: same round trips on "
                     f"{label(a.messages)} and {label(b.messages)}",
-                    "|difference| <= 0.5 RT",
+                    "difference at most 0.5 RT",
                     f"{a.effective_rts:.2f} vs {b.effective_rts:.2f} (server think time removed: "
                     f"{_num(a.effective_rts_excl_server)} vs {_num(b.effective_rts_excl_server)}; "
                     f"seen {a.rts_seen} vs {b.rts_seen})",
