@@ -102,6 +102,7 @@ class ImapSession:
         self.where = f"IMAP server {settings.imap_host} port {settings.imap_port}"
         self.selected: str | None = None
         self.readonly = True
+        self._post_login_caps = False
 
     def call(self, name: str, *args: Any) -> tuple[str, list[Any]]:
         """Run an imaplib command, mapping socket and protocol errors to mailbot errors."""
@@ -159,7 +160,21 @@ class ImapSession:
                 folders.append(imapwire.decode_folder(line.rsplit(b" ", 1)[-1]))
         return folders
 
+    def authenticated(self) -> None:
+        """Take the capabilities the server announced with its AUTHENTICATE OK: servers list
+        MOVE, UIDPLUS and the like only after login, and the greeting's list is pre-login."""
+        caps = self.conn.untagged_responses.pop("CAPABILITY", None)
+        self._post_login_caps = bool(caps)
+        if caps and isinstance(caps[-1], bytes):
+            self.conn.capabilities = tuple(caps[-1].decode("ascii", "replace").upper().split())
+
     def has_capability(self, name: str) -> bool:
+        if not self._post_login_caps:
+            # The server did not announce them: ask once (one round trip, only when needed).
+            typ, data = self.call("capability")
+            if typ == "OK" and data and isinstance(data[-1], bytes):
+                self.conn.capabilities = tuple(data[-1].decode("ascii", "replace").upper().split())
+            self._post_login_caps = True
         return name.upper() in self.conn.capabilities
 
     def logout(self) -> None:
@@ -219,6 +234,7 @@ def connect(settings: Settings, provider: TokenProvider, user: str | None = None
             initial = sasl.xoauth2_initial_response(user, token)
             typ, data = _authenticate(session, sasl.xoauth2_responder(user, token), initial)
             if typ == "OK":
+                session.authenticated()
                 break
             log.info("IMAP authentication refused (attempt %d): %s", attempt, _text(data))
             if attempt == 2:

@@ -200,8 +200,12 @@ def test_mark_seen_and_move_to(signed_in: Account) -> None:
     inbox = servers.messages(address)
     assert len(inbox) == 1 and inbox[0].name.split(":2,")[1] == "S"
     signed_in.seed(message(2))
+    servers.clear_imap_commands(address)
     result = signed_in.run("fetch", "--maildir", str(maildir), "--move-to", "Archive")
     assert result.returncode == 0, result.stderr
+    commands = servers.imap_commands(address)
+    assert any(" UID MOVE " in line for line in commands), commands  # Dovecot offers MOVE after login
+    assert not any(" EXPUNGE" in line for line in commands)
     assert len(servers.messages(address)) == 1  # message 2 left the inbox
     # Dovecot stores a moved message with bare LF line ends
     archived = [p.read_bytes().replace(b"\r\n", b"\n") for p in servers.messages(address, "Archive")]
