@@ -19,8 +19,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import compose
 import fileutil
-import messages
 import smtp_client
 from auth import Authenticator, person_present
 from config import Settings
@@ -111,7 +111,7 @@ class Outbox:
                     raw = path.read_bytes()
                 except FileNotFoundError:
                     continue  # taken by someone else meanwhile (should not happen under the lock)
-                sender, recipients, data = messages.envelope_from_raw(raw)
+                sender, recipients, data = compose.envelope_from_raw(raw)
                 if not sender or not recipients:
                     self.fail(
                         path,

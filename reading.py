@@ -18,6 +18,7 @@ from pathlib import Path
 import imap_client
 import imapwire
 import messages
+import readable
 from auth import Authenticator, person_present
 from config import Settings
 from errors import EX_OK, BadInputError, OutputError
@@ -122,16 +123,16 @@ def read_command(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.buffer.flush()
         if not args.save_attachments:
             return EX_OK
-    readable = messages.parse_for_reading(raw)
+    message = readable.parse_for_reading(raw)
     if not args.raw:
-        print(messages.format_readable(readable))
+        print(readable.format_readable(message))
     if args.save_attachments:
         directory = Path(args.save_attachments)
-        for index, attachment in enumerate(readable.attachments, 1):
-            name = messages.safe_filename(attachment.filename, f"attachment-{index}")
+        for index, attachment in enumerate(message.attachments, 1):
+            name = readable.safe_filename(attachment.filename, f"attachment-{index}")
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                path = messages.save_unique(directory, name, attachment.payload)
+                path = readable.save_unique(directory, name, attachment.payload)
             except OSError as exc:
                 raise OutputError(f"cannot save {name} into {directory}: {exc.strerror or exc}") from exc
             print(f"saved {path}", file=sys.stderr)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+import compose
 import fileutil
-import messages
 import smtp_client
 from auth import Authenticator, person_present
 from config import Settings
@@ -61,27 +61,27 @@ class Outgoing:
 def build_from_args(args: argparse.Namespace, settings: Settings) -> Outgoing:
     """The message and its envelope, or a MailbotError before anything is sent."""
     sender_text = args.from_ or settings.mailbox or settings.require_username()
-    sender = messages.parse_addresses([sender_text], "--from")
-    to = messages.parse_addresses(args.to, "--to")
-    cc = messages.parse_addresses(args.cc, "--cc")
-    bcc = messages.parse_addresses(args.bcc, "--bcc")
+    sender = compose.parse_addresses([sender_text], "--from")
+    to = compose.parse_addresses(args.to, "--to")
+    cc = compose.parse_addresses(args.cc, "--cc")
+    bcc = compose.parse_addresses(args.bcc, "--bcc")
     if not (to or cc or bcc):
         raise UsageError("no recipients: give at least one --to, --cc or --bcc")
-    reply_to = messages.parse_addresses([args.reply_to], "--reply-to") if args.reply_to else None
+    reply_to = compose.parse_addresses([args.reply_to], "--reply-to") if args.reply_to else None
     html = _read_text(args.html_file, "HTML file") if args.html_file else None
     text = read_body(args)
-    msg, recipients = messages.build_message(
+    msg, recipients = compose.build_message(
         sender=sender[0],
         to=to,
         cc=cc,
         bcc=bcc,
-        subject=messages.check_header_value(args.subject, "--subject"),
+        subject=compose.check_header_value(args.subject, "--subject"),
         text=text,
         html=html,
         attachments=[Path(p) for p in args.attach],
         reply_to=reply_to,
     )
-    messages.check_size(msg, settings.max_message_mb)
+    compose.check_size(msg, settings.max_message_mb)
     return Outgoing(msg, sender[0][1], recipients, bcc)
 
 

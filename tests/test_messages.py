@@ -14,8 +14,10 @@ from email.parser import BytesParser
 
 import pytest
 
+import compose
 import errors
 import messages
+import readable
 from messages import MessageSummary
 from tests.corpus import malformed_corpus
 
@@ -324,7 +326,7 @@ def test_html_to_text_structure():
         "<div>block</div><table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>"
         "&lt;tag&gt; &eacute;&#233;&#x20ac;&nbsp;end</body></html>"
     )
-    assert messages.html_to_text(html) == (
+    assert readable.html_to_text(html) == (
         "Hi & bye\n\n"
         "Para one text link (https://x.org/a) y.org\n\n"
         "- one\n- two\n  - inner\n\n"
@@ -335,20 +337,20 @@ def test_html_to_text_structure():
 
 
 def test_html_to_text_links():
-    assert messages.html_to_text('<a href="mailto:a@b.c">a@b.c</a>') == "a@b.c"
-    assert messages.html_to_text('<a href="#top">top</a>') == "top"
-    assert messages.html_to_text('<a href="javascript:x()">click</a>') == "click"
-    assert messages.html_to_text('<a href="https://x.org"><img src="i.png"></a>') == "https://x.org"
-    assert messages.html_to_text('<a href="https://x.org"><img alt="Logo"></a>') == "Logo (https://x.org)"
+    assert readable.html_to_text('<a href="mailto:a@b.c">a@b.c</a>') == "a@b.c"
+    assert readable.html_to_text('<a href="#top">top</a>') == "top"
+    assert readable.html_to_text('<a href="javascript:x()">click</a>') == "click"
+    assert readable.html_to_text('<a href="https://x.org"><img src="i.png"></a>') == "https://x.org"
+    assert readable.html_to_text('<a href="https://x.org"><img alt="Logo"></a>') == "Logo (https://x.org)"
 
 
 def test_html_to_text_pre_and_unclosed_tags():
-    assert messages.html_to_text("<pre>a  b\n  c</pre>after") == "a  b\n  c\n\nafter"
-    assert messages.html_to_text("<head><title>x</title><body>shown") == "shown"
-    assert messages.html_to_text("<script>never closed") == ""
-    assert messages.html_to_text("<p>unclosed <b>bold") == "unclosed bold"
-    assert messages.html_to_text("<!-- comment -->text<![CDATA[x]]>") == "text"
-    assert messages.html_to_text("") == ""
+    assert readable.html_to_text("<pre>a  b\n  c</pre>after") == "a  b\n  c\n\nafter"
+    assert readable.html_to_text("<head><title>x</title><body>shown") == "shown"
+    assert readable.html_to_text("<script>never closed") == ""
+    assert readable.html_to_text("<p>unclosed <b>bold") == "unclosed bold"
+    assert readable.html_to_text("<!-- comment -->text<![CDATA[x]]>") == "text"
+    assert readable.html_to_text("") == ""
 
 
 # ---------------------------------------------------------------------------
@@ -391,7 +393,7 @@ ALTERNATIVE = (
 
 
 def test_parse_for_reading_structure():
-    msg = messages.parse_for_reading(ALTERNATIVE)
+    msg = readable.parse_for_reading(ALTERNATIVE)
     assert msg.headers == [
         ("Date", "Fri, 27 Nov 2026 10:01:02 +0000"),
         ("From", "Alice <alice@example.com>"),
@@ -421,27 +423,27 @@ def test_parse_for_reading_html_only_and_empty():
     raw = (
         b"Subject: h\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello <b>there</b></p><p>Two</p>\r\n"
     )
-    assert messages.parse_for_reading(raw).body == "Hello there\n\nTwo"
+    assert readable.parse_for_reading(raw).body == "Hello there\n\nTwo"
     image_only = b"Content-Type: image/gif\r\nContent-Transfer-Encoding: base64\r\n\r\nR0lGODlh\r\n"
-    msg = messages.parse_for_reading(image_only)
+    msg = readable.parse_for_reading(image_only)
     assert msg.body == ""
     assert [(a.filename, a.payload) for a in msg.attachments] == [("part-1.gif", b"GIF89a")]
 
 
 def test_parse_for_reading_malformed():
-    assert messages.parse_for_reading(b"") == messages.ReadableMessage([], "", [])
-    assert messages.parse_for_reading(b"no headers at all\r\n").body == "no headers at all"
+    assert readable.parse_for_reading(b"") == readable.ReadableMessage([], "", [])
+    assert readable.parse_for_reading(b"no headers at all\r\n").body == "no headers at all"
     bad_b64 = b"Content-Transfer-Encoding: base64\r\n\r\nSGVsbG8gd29y!!!bGQ=\r\n***\r\n"
-    assert messages.parse_for_reading(bad_b64).body == "Hello world"
+    assert readable.parse_for_reading(bad_b64).body == "Hello world"
     unknown = b"Content-Type: text/plain; charset=x-nope\r\n\r\nGr\xfc\xdfe\r\n"
-    assert messages.parse_for_reading(unknown).body == "Grüße"
+    assert readable.parse_for_reading(unknown).body == "Grüße"
     no_boundary = b"Content-Type: multipart/mixed\r\n\r\nstill shown\r\n"
-    assert "still shown" in messages.parse_for_reading(no_boundary).body
+    assert "still shown" in readable.parse_for_reading(no_boundary).body
 
 
 def test_parse_for_reading_body_has_no_escape_sequences():
     raw = b"Subject: x\r\n\r\nline\x1b[2J one\r\nnul\x00byte\tok\r\n"
-    assert messages.parse_for_reading(raw).body == "line [2J one\nnul byte\tok"
+    assert readable.parse_for_reading(raw).body == "line [2J one\nnul byte\tok"
 
 
 def test_parse_for_reading_deep_nesting_does_not_recurse_forever():
@@ -450,7 +452,7 @@ def test_parse_for_reading_deep_nesting_does_not_recurse_forever():
         b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth)
     )
     raw = b"Subject: deep\r\n" + body + b"Content-Type: text/plain\r\n\r\ndeep\r\n"
-    msg = messages.parse_for_reading(raw)
+    msg = readable.parse_for_reading(raw)
     assert msg.headers == [("Subject", "deep")]
     assert msg.body == ""  # beyond the depth limit nothing is shown, and nothing raises
 
@@ -465,22 +467,22 @@ def test_parse_for_reading_nesting_beyond_the_email_package(kind):
     else:
         nest = b"Content-Type: message/rfc822\r\n\r\n" * depth
     raw = b"Subject: deep\r\n" + nest + b"Subject: x\r\n\r\nhi"
-    msg = messages.parse_for_reading(raw)
+    msg = readable.parse_for_reading(raw)
     assert msg.headers == [("Subject", "deep")]
     assert msg.body.endswith("hi")  # shown raw rather than raising RecursionError
 
 
 def test_format_readable():
-    msg = messages.ReadableMessage(
+    msg = readable.ReadableMessage(
         headers=[("From", "Alice <a@x.org>"), ("Subject", "Hi\x1b[2J")],
         body="Line one\nLine two\n",
         attachments=[
-            messages.Attachment("report.pdf", "application/pdf", 1536, b""),
-            messages.Attachment("tiny.txt", "text/plain", 12, b""),
-            messages.Attachment("big.bin", "application/octet-stream", 5 * 1024 * 1024, b""),
+            readable.Attachment("report.pdf", "application/pdf", 1536, b""),
+            readable.Attachment("tiny.txt", "text/plain", 12, b""),
+            readable.Attachment("big.bin", "application/octet-stream", 5 * 1024 * 1024, b""),
         ],
     )
-    assert messages.format_readable(msg) == (
+    assert readable.format_readable(msg) == (
         "From: Alice <a@x.org>\n"
         "Subject: Hi [2J\n"
         "\n"
@@ -520,11 +522,11 @@ def test_corpus_never_raises(name, raw, utc_tz):
     json.dumps(summary.to_json())
     line = messages.format_list_line(summary, 80)
     assert messages.display_width(line) <= 80
-    readable = messages.parse_for_reading(raw)
-    out = messages.format_readable(readable)
+    parsed = readable.parse_for_reading(raw)
+    out = readable.format_readable(parsed)
     assert "\x1b" not in out and "\x00" not in out and "\r" not in out
-    for att in readable.attachments:
-        safe = messages.safe_filename(att.filename, "fallback")
+    for att in parsed.attachments:
+        safe = readable.safe_filename(att.filename, "fallback")
         assert "/" not in safe and safe not in ("", ".", "..")
 
 
@@ -554,7 +556,7 @@ def _corpus_item(name: str) -> bytes:
 def test_corpus_subjects(name, subject):
     raw = _corpus_item(name)
     assert messages.summarize(1, [], 1, _header_block(raw)).subject == subject
-    assert ("Subject", subject) in messages.parse_for_reading(raw).headers
+    assert ("Subject", subject) in readable.parse_for_reading(raw).headers
 
 
 def test_corpus_specific_values():
@@ -566,16 +568,16 @@ def test_corpus_specific_values():
     assert (
         messages.summarize(1, [], 1, _header_block(_corpus_item("long_subject_10k"))).subject == "A" * 10240
     )
-    traversal = messages.parse_for_reading(_corpus_item("attachment_path_traversal")).attachments
+    traversal = readable.parse_for_reading(_corpus_item("attachment_path_traversal")).attachments
     assert [(a.filename, a.payload) for a in traversal] == [("../../etc/passwd", b"root:x:0:0:")]
-    assert messages.safe_filename(traversal[0].filename, "x") == "passwd"
-    rfc2231 = messages.parse_for_reading(_corpus_item("rfc2231_filename")).attachments
+    assert readable.safe_filename(traversal[0].filename, "x") == "passwd"
+    rfc2231 = readable.parse_for_reading(_corpus_item("rfc2231_filename")).attachments
     assert [a.filename for a in rfc2231] == ["€ rates été.pdf"]
-    rfc822 = messages.parse_for_reading(_corpus_item("message_rfc822")).attachments
+    rfc822 = readable.parse_for_reading(_corpus_item("message_rfc822")).attachments
     assert [a.filename for a in rfc822] == ["Inner message.eml"]
-    assert messages.parse_for_reading(_corpus_item("nested_multipart_5_deep")).body == "deepest text"
-    assert messages.parse_for_reading(_corpus_item("lf_only_line_endings")).body == "line one\nline two"
-    html = messages.parse_for_reading(_corpus_item("html_only")).body
+    assert readable.parse_for_reading(_corpus_item("nested_multipart_5_deep")).body == "deepest text"
+    assert readable.parse_for_reading(_corpus_item("lf_only_line_endings")).body == "line one\nline two"
+    html = readable.parse_for_reading(_corpus_item("html_only")).body
     assert html == "Hello HTML & link (https://x.org)"
 
 
@@ -610,31 +612,31 @@ def test_corpus_specific_values():
     ],
 )
 def test_safe_filename(name, expected):
-    assert messages.safe_filename(name, "fallback") == expected
+    assert readable.safe_filename(name, "fallback") == expected
 
 
 def test_safe_filename_caps_length_keeping_extension():
     name = "é" * 300 + ".pdf"
-    safe = messages.safe_filename(name, "x")
+    safe = readable.safe_filename(name, "x")
     assert safe.endswith(".pdf")
     assert len(safe.encode()) <= 200
     assert safe == "é" * 98 + ".pdf"
-    long_ext = messages.safe_filename("a." + "x" * 400, "x")
+    long_ext = readable.safe_filename("a." + "x" * 400, "x")
     assert len(long_ext.encode()) <= 200
 
 
 def test_save_unique_never_overwrites(tmp_path):
-    first = messages.save_unique(tmp_path, "a.txt", b"one")
-    second = messages.save_unique(tmp_path, "a.txt", b"two")
-    third = messages.save_unique(tmp_path, "a.txt", b"three")
+    first = readable.save_unique(tmp_path, "a.txt", b"one")
+    second = readable.save_unique(tmp_path, "a.txt", b"two")
+    third = readable.save_unique(tmp_path, "a.txt", b"three")
     assert [p.name for p in (first, second, third)] == ["a.txt", "a (1).txt", "a (2).txt"]
     assert [p.read_bytes() for p in (first, second, third)] == [b"one", b"two", b"three"]
-    noext = [messages.save_unique(tmp_path, "README", b"").name for _ in range(2)]
+    noext = [readable.save_unique(tmp_path, "README", b"").name for _ in range(2)]
     assert noext == ["README", "README (1)"]
 
 
 def test_save_unique_mode_and_location(tmp_path):
-    path = messages.save_unique(tmp_path, "../../escape.txt", b"data")
+    path = readable.save_unique(tmp_path, "../../escape.txt", b"data")
     assert path == tmp_path / "escape.txt"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -646,18 +648,18 @@ def test_save_unique_refuses_symlinks(tmp_path):
     inbox.mkdir()
     (inbox / "a.txt").symlink_to(outside)
     (inbox / "dangling.txt").symlink_to(tmp_path / "does-not-exist")
-    path = messages.save_unique(inbox, "a.txt", b"attacker")
+    path = readable.save_unique(inbox, "a.txt", b"attacker")
     assert path == inbox / "a (1).txt"
     assert outside.read_bytes() == b"precious"
     assert (inbox / "a.txt").is_symlink()
-    dangling = messages.save_unique(inbox, "dangling.txt", b"x")
+    dangling = readable.save_unique(inbox, "dangling.txt", b"x")
     assert dangling == inbox / "dangling (1).txt"
     assert not (tmp_path / "does-not-exist").exists()
 
 
 def test_save_unique_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError):
-        messages.save_unique(tmp_path / "nope", "a.txt", b"")
+        readable.save_unique(tmp_path / "nope", "a.txt", b"")
 
 
 # ---------------------------------------------------------------------------
@@ -675,7 +677,7 @@ def test_parse_addresses_forms():
         "Jürgen <j@bücher.example>",
         "user@localhost",
     ]
-    assert messages.parse_addresses(values, "--to") == [
+    assert compose.parse_addresses(values, "--to") == [
         ("", "a@example.com"),
         ("Bob Smith", "bob@example.org"),
         ("Doe, John", "j@x.org"),
@@ -686,8 +688,8 @@ def test_parse_addresses_forms():
         ("Jürgen", "j@xn--bcher-kva.example"),
         ("", "user@localhost"),
     ]
-    assert messages.parse_addresses(["a@x.org, "], "--to") == [("", "a@x.org")]
-    assert messages.parse_addresses([], "--cc") == []
+    assert compose.parse_addresses(["a@x.org, "], "--to") == [("", "a@x.org")]
+    assert compose.parse_addresses([], "--cc") == []
 
 
 @pytest.mark.parametrize(
@@ -714,7 +716,7 @@ def test_parse_addresses_forms():
 )
 def test_parse_addresses_rejects(bad):
     with pytest.raises(errors.BadInputError) as info:
-        messages.parse_addresses([bad], "--to")
+        compose.parse_addresses([bad], "--to")
     assert "--to" in info.value.message
     if bad.strip(" ,"):
         assert bad in info.value.message or repr(bad)[1:-1] in info.value.message
@@ -723,17 +725,17 @@ def test_parse_addresses_rejects(bad):
 @pytest.mark.parametrize("value", ["a@x.org\r\nBcc: evil@x.org", "a@x.org\nX: y", "Evil\r <a@x.org>"])
 def test_parse_addresses_refuses_line_breaks(value):
     with pytest.raises(errors.BadInputError, match="line break"):
-        messages.parse_addresses([value], "--cc")
+        compose.parse_addresses([value], "--cc")
 
 
 def test_check_header_value():
-    assert messages.check_header_value("Grüße\tok", "--subject") == "Grüße\tok"
+    assert compose.check_header_value("Grüße\tok", "--subject") == "Grüße\tok"
     for bad in ("a\rb", "a\nb", "a\r\nBcc: x@y.z"):
         with pytest.raises(errors.BadInputError, match=r"--subject.*line break"):
-            messages.check_header_value(bad, "--subject")
+            compose.check_header_value(bad, "--subject")
     for bad in ("a\u2028b", "a\x00b", "a\x1bb", "a\x85b"):
         with pytest.raises(errors.BadInputError, match="control character"):
-            messages.check_header_value(bad, "--subject")
+            compose.check_header_value(bad, "--subject")
 
 
 # ---------------------------------------------------------------------------
@@ -755,7 +757,7 @@ def _build(**overrides):
         attachments=[],
     )
     kwargs.update(overrides)
-    return messages.build_message(**kwargs)
+    return compose.build_message(**kwargs)
 
 
 def _wire(msg) -> bytes:
@@ -861,14 +863,14 @@ def test_build_message_binary_attachment_round_trip(tmp_path):
     assert attachments[0].get_content() == data
     assert attachments[1].get_content() == b"%PDF-1.4\n"
     # And our own reader sees the same thing.
-    readable = messages.parse_for_reading(wire)
-    assert readable.body == "see attached"
-    assert [(a.filename, a.size) for a in readable.attachments] == [
+    parsed = readable.parse_for_reading(wire)
+    assert parsed.body == "see attached"
+    assert [(a.filename, a.size) for a in parsed.attachments] == [
         ("Données été €.bin", len(data)),
         ("report.pdf", 9),
         ("logs.tar.gz", 4),
     ]
-    assert readable.attachments[0].payload == data
+    assert parsed.attachments[0].payload == data
 
 
 def test_build_message_missing_attachment(tmp_path):
@@ -915,12 +917,12 @@ def test_message_size_and_check_size(tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(random.Random(5).randbytes(300 * 1024))
     msg, _ = _build(attachments=[big])
-    size = messages.message_size(msg)
+    size = compose.message_size(msg)
     assert size == len(_wire(msg))
     assert size > 400 * 1024  # base64 grows it by a third
-    assert messages.check_size(msg, 1) == size
+    assert compose.check_size(msg, 1) == size
     with pytest.raises(errors.BadInputError) as info:
-        messages.check_size(msg, 0.25)
+        compose.check_size(msg, 0.25)
     assert str(size) in info.value.message
     assert "0.25 MB" in info.value.message
 
@@ -943,7 +945,7 @@ def test_envelope_from_raw_strips_bcc_only():
         b"\r\n"
         b"Bcc: this line is body text\r\n"
     )
-    sender, recipients, data = messages.envelope_from_raw(raw)
+    sender, recipients, data = compose.envelope_from_raw(raw)
     assert sender == "alice@example.com"
     assert recipients == [
         "bob@example.org",
@@ -965,16 +967,16 @@ def test_envelope_from_raw_strips_bcc_only():
 
 def test_envelope_from_raw_lf_and_no_bcc():
     raw = b"From: a@x.org\nTo: b@y.org\nSubject: s\n\nbody\n"
-    assert messages.envelope_from_raw(raw) == ("a@x.org", ["b@y.org"], raw)
-    assert messages.envelope_from_raw(b"Subject: only\r\n\r\n") == (None, [], b"Subject: only\r\n\r\n")
+    assert compose.envelope_from_raw(raw) == ("a@x.org", ["b@y.org"], raw)
+    assert compose.envelope_from_raw(b"Subject: only\r\n\r\n") == (None, [], b"Subject: only\r\n\r\n")
     headers_only = b"From: a@x.org\r\nBcc: z@y.org\r\n"
-    assert messages.envelope_from_raw(headers_only) == ("a@x.org", ["z@y.org"], b"From: a@x.org\r\n")
+    assert compose.envelope_from_raw(headers_only) == ("a@x.org", ["z@y.org"], b"From: a@x.org\r\n")
 
 
 def test_envelope_from_raw_round_trips_built_message():
     msg, envelope = _build(bcc=[("", "hidden@example.net")])
     wire = msg.as_bytes(policy=email.policy.SMTP)
-    sender, recipients, data = messages.envelope_from_raw(wire)
+    sender, recipients, data = compose.envelope_from_raw(wire)
     assert sender == "alice@example.com"
     assert recipients == ["bob@example.org"]  # the built message already has no Bcc
     assert data == wire
