@@ -84,8 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    login = command("login", "sign in with a device code and save the tokens", "commands:login")
-    del login
+    command("login", "sign in with a device code and save the tokens", "commands:login")
     command("logout", "remove this account's tokens from the cache", "commands:logout")
     whoami = command("whoami", "show who is signed in and until when (no network)", "commands:whoami")
     whoami.add_argument("--json", action="store_true", help="print JSON")
@@ -123,12 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outbox.add_argument("--json", action="store_true", help="print one JSON object per message")
 
-    doctor = command(
+    command(
         "doctor",
         "check configuration, sign-in, IMAP and SMTP step by step (sends nothing)",
         "doctor:doctor_command",
     )
-    del doctor
     return parser
 
 

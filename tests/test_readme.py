@@ -128,3 +128,15 @@ def test_readme_examples_run(account: Account) -> None:
         result = shell(account, command, env)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
         assert result.stderr == "", command  # cron mails stderr: quiet when all is well
+
+
+def test_every_command_has_help_and_is_documented() -> None:
+    import mailbot
+
+    parser = mailbot.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    readme = README.read_text()
+    assert set(commands) == {"login", "logout", "whoami", "list", "read", "send", "fetch", "outbox", "doctor"}
+    for name, sub in commands.items():
+        assert sub.description, f"{name} has no help text"
+        assert f"`{name}`" in readme or f"mailbot.py {name}" in readme, f"{name} is not in the README"
