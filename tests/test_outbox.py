@@ -103,8 +103,8 @@ def test_server_stopped_mid_queue_keeps_the_rest(signed_in: Account) -> None:
     me = signed_in.address
     for n in range(4):
         (queue / f"{n}.eml").write_bytes(eml(me, me, f"m{n}"))
-    # 60 per minute = one per second: time to stop the server after the first message
-    proc = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "60"})
+    # 20 per minute = 3 s apart: time to see the first delivered and stop the server, even on a busy CI
+    proc = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "20"})
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -176,8 +176,8 @@ def test_outbox_reconnects_when_the_server_drops_the_connection(signed_in: Accou
     for n in range(3):
         (queue / f"{n}.eml").write_bytes(eml(me, me, f"r{n}"))
     proc = signed_in.start(
-        "-v", "outbox", str(queue), env={"MAILBOT_SEND_RATE": "30"}
-    )  # 2 s between messages
+        "-v", "outbox", str(queue), env={"MAILBOT_SEND_RATE": "20"}
+    )  # 3 s between messages
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("sent: 0.eml")
     wait_for_count(signed_in, 1)
