@@ -218,16 +218,24 @@ def test_kill_9_while_saving_leaves_a_loadable_cache(account: Account) -> None:
 
 
 def test_tokens_never_appear_in_verbose_output(account: Account) -> None:
-    account.idp.access_token_lifetime = 120
-    account.login()
+    account.idp.access_token_lifetime = 120  # every run refreshes: refresh tokens go over the wire too
+    account.idp.auto_approve(account.address)
     account.seed(MESSAGE)
     outputs = []
-    for args in (["-vv", "list"], ["-vv", "send", "--to", account.address, "--subject", "s", "--body", "b"]):
+    for args in (
+        ["-vv", "login"],
+        ["-vv", "list"],
+        ["-vv", "send", "--to", account.address, "--subject", "s", "--body", "b"],
+        ["-vv", "fetch", "--maildir", "Mail", "--backfill", "1"],
+        ["-vv", "doctor"],
+    ):
         result = account.run(*args)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout + result.stderr)
     text = "\n".join(outputs)
-    assert "imap" in text and "smtp" in text  # protocol debugging really was on
+    assert (
+        "imap" in text and "smtp" in text and "token_endpoint" in text
+    )  # protocol and HTTP debugging were on
     secrets = [t.token for t in account.idp.access_tokens] + [t.token for t in account.idp.refresh_tokens]
     assert secrets
     for secret in secrets:
