@@ -85,11 +85,11 @@ class _Redacting:
         return typ, data
 
 
-class _IMAP4(_Redacting, imaplib.IMAP4):
+class _ImapPlain(_Redacting, imaplib.IMAP4):
     pass
 
 
-class _IMAP4_SSL(_Redacting, imaplib.IMAP4_SSL):
+class _ImapOverTls(_Redacting, imaplib.IMAP4_SSL):
     pass
 
 
@@ -197,7 +197,7 @@ def _open(settings: Settings) -> imaplib.IMAP4:
     context = tls_context(settings.ca_bundle)
     log.info("connecting to %s:%s", host, port)
     if settings.imap_tls == "starttls":
-        conn: imaplib.IMAP4 = _IMAP4(host, port, timeout=timeout)
+        conn: imaplib.IMAP4 = _ImapPlain(host, port, timeout=timeout)
         if "STARTTLS" not in conn.capabilities:
             conn.shutdown()
             raise ServiceRefused(
@@ -205,7 +205,7 @@ def _open(settings: Settings) -> imaplib.IMAP4:
             )
         conn.starttls(ssl_context=context)
         return conn
-    return _IMAP4_SSL(host, port, ssl_context=context, timeout=timeout)
+    return _ImapOverTls(host, port, ssl_context=context, timeout=timeout)
 
 
 @contextmanager

@@ -129,6 +129,6 @@ def parse_fetch(data: list[bytes | tuple[bytes, bytes] | None]) -> list[FetchedM
 
 
 def _normalize_section(key: str) -> str:
-    """``BODY[HEADER.FIELDS (DATE FROM)]`` -> ``HEADER``; ``BODY[]`` -> ``""``."""
+    """The section key: ``HEADER`` for a header-fields section, ``""`` for the whole message."""
     inner = key[key.index("[") + 1 : key.index("]")]
     return inner.split(" ", 1)[0].split(".FIELDS", 1)[0]

@@ -19,6 +19,15 @@ def eml(sender: str, to: str, subject: str, bcc: str | None = None, lf_only: boo
     return text.replace("\r\n", "\n").encode() if lf_only else text.encode()
 
 
+def queue_to_self(account: Account, prefix: str, count: int) -> Path:
+    """An outbox folder holding ``count`` messages from the account to itself: 0.eml, 1.eml, ..."""
+    queue = account.home / "outbox"
+    queue.mkdir()
+    for n in range(count):
+        (queue / f"{n}.eml").write_bytes(eml(account.address, account.address, f"{prefix}{n}"))
+    return queue
+
+
 def delivered_subjects(account: Account, address: str | None = None) -> list[str]:
     found = []
     for path in account.servers.messages(address or account.address):
@@ -98,11 +107,7 @@ def test_refused_sender_goes_to_failed_with_reason(signed_in: Account) -> None:
 
 def test_server_stopped_mid_queue_keeps_the_rest(signed_in: Account) -> None:
     servers = signed_in.servers
-    queue = signed_in.home / "outbox"
-    queue.mkdir()
-    me = signed_in.address
-    for n in range(4):
-        (queue / f"{n}.eml").write_bytes(eml(me, me, f"m{n}"))
+    queue = queue_to_self(signed_in, "m", 4)
     # 20 per minute = 3 s apart: time to see the first delivered and stop the server, even on a busy CI
     proc = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "20"})
     try:
@@ -126,11 +131,7 @@ def test_server_stopped_mid_queue_keeps_the_rest(signed_in: Account) -> None:
 
 
 def test_overlapping_outbox_runs(signed_in: Account) -> None:
-    queue = signed_in.home / "outbox"
-    queue.mkdir()
-    me = signed_in.address
-    for n in range(3):
-        (queue / f"{n}.eml").write_bytes(eml(me, me, f"o{n}"))
+    queue = queue_to_self(signed_in, "o", 3)
     slow = signed_in.start("outbox", str(queue), env={"MAILBOT_SEND_RATE": "60"})
     assert slow.stdout is not None
     assert slow.stdout.readline().startswith("sent:")
@@ -144,10 +145,7 @@ def test_overlapping_outbox_runs(signed_in: Account) -> None:
 
 
 def test_pacing_spreads_messages(signed_in: Account) -> None:
-    queue = signed_in.home / "outbox"
-    queue.mkdir()
-    for n in range(3):
-        (queue / f"{n}.eml").write_bytes(eml(signed_in.address, signed_in.address, f"p{n}"))
+    queue = queue_to_self(signed_in, "p", 3)
     started = time.monotonic()
     result = signed_in.run("outbox", str(queue), env={"MAILBOT_SEND_RATE": "120"})
     assert result.returncode == 0, result.stderr
@@ -170,11 +168,7 @@ def test_queue_validates_like_send(signed_in: Account, tmp_path: Path) -> None:
 
 def test_outbox_reconnects_when_the_server_drops_the_connection(signed_in: Account) -> None:
     servers = signed_in.servers
-    queue = signed_in.home / "outbox"
-    queue.mkdir()
-    me = signed_in.address
-    for n in range(3):
-        (queue / f"{n}.eml").write_bytes(eml(me, me, f"r{n}"))
+    queue = queue_to_self(signed_in, "r", 3)
     proc = signed_in.start(
         "-v", "outbox", str(queue), env={"MAILBOT_SEND_RATE": "20"}
     )  # 3 s between messages
