@@ -72,7 +72,3 @@ def setup(verbose: int, quiet: bool) -> logging.Logger:
         other.propagate = False
         other.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     return logger
-
-
-def protocol_debug_enabled() -> bool:
-    return logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG)
