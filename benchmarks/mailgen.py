@@ -207,9 +207,7 @@ class MailFactory:
             )
             rows.append(row)
             total += len(row)
-        body = (
-            "<html><head><meta charset=utf-8></head><body><table>" + "".join(rows) + "</table></body></html>"
-        )
+        body = "<html><head><meta charset=utf-8></head><body><table>" + "".join(rows) + "</table></body></html>"
         return "\r\n".join(textwrap.wrap(body, 76, break_long_words=True, break_on_hyphens=False))
 
     # ------------------------------------------------------------------ one message
@@ -352,9 +350,7 @@ class MailFactory:
                 parts = alternative
             else:
                 blob = rng.choice(self.small if kind == "small" else self.large)
-                name = (
-                    f"{rng.choice(WORDS)}-{rng.randint(1, 999)}.{rng.choice(('pdf', 'xlsx', 'docx', 'zip'))}"
-                )
+                name = f"{rng.choice(WORDS)}-{rng.randint(1, 999)}.{rng.choice(('pdf', 'xlsx', 'docx', 'zip'))}"
                 headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}"')
                 parts = [
                     f'--{boundary}\r\nContent-Type: multipart/alternative; boundary="{alt}"\r\n\r\n'.encode(),

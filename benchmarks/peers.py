@@ -68,9 +68,7 @@ def imap_tools_peer(folder: str, limit: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("client", choices=("baseline", "imap_tools"))
     parser.add_argument("folder")
     parser.add_argument("-n", "--limit", type=int, default=50)

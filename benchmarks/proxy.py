@@ -140,18 +140,14 @@ class LatencyProxy:
         helpers: list[asyncio.Task[None]] = []
         try:
             csock = cwriter.get_extra_info("socket")
-            helpers.append(
-                asyncio.create_task(self._read(creader, up, UP, conn, accepted, delay, stats, csock))
-            )
+            helpers.append(asyncio.create_task(self._read(creader, up, UP, conn, accepted, delay, stats, csock)))
             await self._wait_until(accepted + 3 * delay)  # emulated TCP handshake
             try:
                 sreader, swriter = await asyncio.open_connection(*self.target)
             except OSError:
                 return
             ssock = swriter.get_extra_info("socket")
-            helpers.append(
-                asyncio.create_task(self._read(sreader, down, DOWN, conn, accepted, delay, stats, ssock))
-            )
+            helpers.append(asyncio.create_task(self._read(sreader, down, DOWN, conn, accepted, delay, stats, ssock)))
             helpers.append(asyncio.create_task(self._write(down, cwriter, stats, accepted)))
             await self._write(up, swriter, stats, accepted + 3 * delay)
             await helpers[-1]  # the server side finishes too

@@ -225,8 +225,8 @@ class Bench:
     def start(self) -> None:
         import trustme
 
-        from tests.idp import IdentityStandIn
-        from tests.testbed.mailservers import MailServers
+        from tests.support.idp import IdentityStandIn
+        from tests.support.mailservers import MailServers
 
         self.ca = trustme.CA()
         self.jwt_key = secrets.token_bytes(32)
@@ -297,7 +297,7 @@ class Bench:
         }
 
     def peer_env(self, user: str = USER) -> dict[str, str]:
-        from tests import jwt_hs256
+        from tests.support import jwt_hs256
 
         return self.base_env() | {
             "BENCH_HOST": "localhost",
@@ -419,9 +419,7 @@ class Bench:
             self.timelines[key] = [
                 f"[{n}] {line}" for n, s in last.proxies.items() if s.chunks for line in describe(s.chunks)
             ]
-            scenario.extra["timeline"] = [asdict(c) for c in sorted(chunks, key=lambda c: (c.conn, c.t))][
-                :400
-            ]
+            scenario.extra["timeline"] = [asdict(c) for c in sorted(chunks, key=lambda c: (c.conn, c.t))][:400]
         scenario.extra["last_stdout_lines"] = len(last.stdout.splitlines())
         self.scenarios.append(scenario)
         return scenario
@@ -454,7 +452,7 @@ class Bench:
     # ------------------------------------------------------------------ direct IMAP (no proxy)
 
     def direct_imap(self, user: str = USER) -> _CountingIMAP:
-        from tests import jwt_hs256
+        from tests.support import jwt_hs256
 
         token = jwt_hs256.access_token(user, self.jwt_key)
         ctx = ssl.create_default_context(cafile=str(self.ca_pem))
@@ -594,10 +592,10 @@ class Bench:
             "python -c pass": [sys.executable, "-c", "pass"],
             'python -c "import argparse"': [sys.executable, "-c", "import argparse"],
             "python mailbot.py --help": [sys.executable, str(MAILBOT), "--help"],
-            'python -c "import reading, imap_client, auth"': [
+            "python -c 'import list's modules'": [
                 sys.executable,
                 "-c",
-                "import reading, imap_client, auth",
+                "import mailbotcore.commands.reading, mailbotcore.net.imap, mailbotcore.signin.authenticator",
             ],
         }
         for argv in commands.values():  # warm the bytecode caches
@@ -636,9 +634,7 @@ class Bench:
             f"Bench{label(self.sizes.big[0])}",
         ]
         list_imports = _importtime(list_argv, self.env(), self.root)
-        argparse_imports = _importtime(
-            [sys.executable, "-X", "importtime", "-c", "import argparse"], env, REPO
-        )
+        argparse_imports = _importtime([sys.executable, "-X", "importtime", "-c", "import argparse"], env, REPO)
         self.startup = {
             "commands": rows,
             "reps": self.sizes.startup_reps,
@@ -772,8 +768,7 @@ class Bench:
             diff = b.effective_rts - a.effective_rts
             out.append(
                 Target(
-                    f"list -n {self.sizes.list_n}: same round trips on "
-                    f"{label(a.messages)} and {label(b.messages)}",
+                    f"list -n {self.sizes.list_n}: same round trips on {label(a.messages)} and {label(b.messages)}",
                     "difference at most 0.5 RT",
                     f"{a.effective_rts:.2f} vs {b.effective_rts:.2f} (server think time removed: "
                     f"{_num(a.effective_rts_excl_server)} vs {_num(b.effective_rts_excl_server)}; "
@@ -800,8 +795,7 @@ class Bench:
                 s = a if ratios[0] == r else b
                 out.append(
                     Target(
-                        f"list -n {self.sizes.list_n}: bytes from server vs header bytes of the "
-                        "fetched fields",
+                        f"list -n {self.sizes.list_n}: bytes from server vs header bytes of the fetched fields",
                         "<= 1.5x",
                         f"{s.bytes_from_server:,} B / {s.extra['header_bytes']:,} B = {r:.2f}x",
                         r <= 1.5,
@@ -953,9 +947,7 @@ class Bench:
             )
         if self.startup:
             lines.append("")
-            lines.append(
-                "| Start-up command | Median | vs `python -c pass` | vs `import argparse` | Peak RSS |"
-            )
+            lines.append("| Start-up command | Median | vs `python -c pass` | vs `import argparse` | Peak RSS |")
             lines.append("|---|---:|---:|---:|---:|")
             for r in self.startup["commands"]:
                 lines.append(
@@ -1090,7 +1082,7 @@ class _CountingIMAP(imaplib.IMAP4_SSL):
 def _summary_items() -> str:
     """The FETCH items of mailbot's list (reading.SUMMARY_ITEMS), whatever they are today."""
     try:
-        import reading
+        from mailbotcore.commands import reading
 
         return str(reading.SUMMARY_ITEMS)
     except Exception:
@@ -1186,9 +1178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "outbox of 100; about 3.5 minutes on 2 cores.\n"
         "--quick: 200/2,000-message folders, baseline 5/20, fetch 5/20 and 2 MB, outbox of 5, one rep.",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes and one repetition (smoke test, ~20 s)"
-    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one repetition (smoke test, ~20 s)")
     parser.add_argument(
         "--delay-ms",
         type=float,
@@ -1228,9 +1218,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave out the optional imap_tools peer even if installed",
     )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (logs, mail) after the run"
-    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, mail) after the run")
     args = parser.parse_args(argv)
     if args.reps is None:
         args.reps = 1 if args.quick else 7
@@ -1245,7 +1233,7 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("trustme") is None:
         print("error: trustme is missing: pip install -r requirements-test.txt", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    from tests.testbed.mailservers import TestbedUnavailable
+    from tests.support.mailservers import TestbedUnavailable
 
     bench = Bench(args, sizes)
     started = time.perf_counter()

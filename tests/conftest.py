@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.idp import IdentityStandIn
-from tests.testbed.mailservers import MailServers, TestbedUnavailable
+from tests.support.idp import IdentityStandIn
+from tests.support.mailservers import MailServers, TestbedUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
 MAILBOT = REPO / "mailbot.py"
@@ -72,9 +72,7 @@ def servers(
 
 
 @pytest.fixture(scope="session")
-def idp_session(
-    ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[IdentityStandIn]:
+def idp_session(ca: trustme.CA, jwt_key: bytes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityStandIn]:
     stand_in = IdentityStandIn(ca, jwt_key, workdir=tmp_path_factory.mktemp("idp"))
     yield stand_in
     stand_in.stop()
@@ -155,9 +153,7 @@ class Account:
             proc.stdout,
         )
 
-    def start(
-        self, *args: str, env: dict[str, str] | None = None, output: bool = True
-    ) -> subprocess.Popen[str]:
+    def start(self, *args: str, env: dict[str, str] | None = None, output: bool = True) -> subprocess.Popen[str]:
         """Start ``python mailbot.py ARGS`` in the background (stdout/stderr piped as text, or discarded)."""
         sink = subprocess.PIPE if output else subprocess.DEVNULL
         return subprocess.Popen(

@@ -1,0 +1,157 @@
+"""``doctor``: every check a user would otherwise do by hand, one line each, sending no mail.
+
+Checks run in order; a check whose prerequisite failed is skipped. The exit code is the
+one of the first failure, so a script can tell "sign in again" (77) from "network" (75).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+
+from mailbotcore.config import Settings
+from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignInRequired
+from mailbotcore.net import imap as imap_client
+from mailbotcore.net import smtp as smtp_client
+from mailbotcore.net.tls import network_error, tls_context
+from mailbotcore.results import Check
+from mailbotcore.signin.authenticator import Authenticator
+from mailbotcore.store.files import check_private
+
+# The placeholders of .env.example: a configuration that still holds them was never filled in.
+PLACEHOLDERS = {
+    "OUTLOOK_CLIENT_ID": "00000000-0000-0000-0000-000000000000",
+    "OUTLOOK_USERNAME": "you@outlook.com",
+}
+
+
+class Doctor:
+    def __init__(self, settings: Settings, signin: Callable[..., Authenticator]) -> None:
+        self.settings = settings
+        self.signin = signin
+        self.checks: list[Check] = []
+
+    def check(self, label: str, action: Callable[[], str | None]) -> bool:
+        try:
+            detail = action()
+        except MailbotError as exc:
+            self.checks.append(Check("FAIL", label, exc.message, exc.hint, exc))
+            return False
+        self.checks.append(Check("OK", label, detail))
+        return True
+
+    def skip(self, label: str, reason: str) -> None:
+        self.checks.append(Check("SKIP", label, reason))
+
+    def run(self) -> Iterator[Check]:
+        """Each check as it completes (a slow network shows progress line by line)."""
+        for _ in self._steps():
+            yield from self.checks
+            self.checks.clear()
+        yield from self.checks
+
+    def _steps(self) -> Iterator[None]:
+        s = self.settings
+        config_ok = self.check("configuration", self.configuration)
+        yield
+        cache_ok = config_ok and self.check("token cache", self.token_cache)
+        yield
+        auth = self.signin(s, interactive=False) if config_ok else None
+        signed_in = bool(auth and cache_ok) and self.check(
+            "signed in, token refreshable",
+            lambda: self.refresh(auth),  # type: ignore[arg-type]
+        )
+        if not signed_in:
+            self.skip("sign-in", "fix the checks above first")
+        yield
+        for service, host, port in (("IMAP", s.imap_host, s.imap_port), ("SMTP", s.smtp_host, s.smtp_port)):
+            reachable = self.check(f"{service} {host} resolves", lambda h=host, p=port: self.resolve(h, p)) and (
+                self.check(
+                    f"{service} {host}:{port} TCP connect",
+                    lambda sv=service, h=host, p=port: self.tcp(sv, h, p),
+                )
+            )
+            yield
+            if not reachable:
+                continue
+            if service == "IMAP":
+                self.check(f"IMAP {host}:{port} TLS certificate", lambda: self.imap_tls())
+            if not signed_in or auth is None:
+                self.skip(f"{service} sign-in", "not signed in")
+                continue
+            if service == "IMAP":
+                self.check("IMAP XOAUTH2 sign-in and LIST", lambda: self.imap_login(auth))  # type: ignore[arg-type]
+            else:
+                self.check("SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2", lambda: self.smtp_login(auth))  # type: ignore[arg-type]
+            yield
+
+    def configuration(self) -> str:
+        s = self.settings
+        s.require_username()
+        s.require_client_id()
+        for name, value in (("OUTLOOK_CLIENT_ID", s.client_id), ("OUTLOOK_USERNAME", s.username)):
+            if value is not None and value.lower() == PLACEHOLDERS[name]:
+                raise ConfigError(
+                    f"{name} is still the placeholder {value} from .env.example",
+                    hint="put your own values in the .env (README: Register the app)",
+                )
+        return f"{s.username}, authority {s.authority}" + (f", env file {s.env_file}" if s.env_file else "")
+
+    def token_cache(self) -> str:
+        path = self.settings.token_cache
+        if not path.exists():
+            raise SignInRequired(
+                f"no token cache at {path}", hint=f'run "{self.settings.command("login")}" in a terminal'
+            )
+        check_private(path, "token cache")
+        return f"{path} (mode 600)"
+
+    def refresh(self, auth: Authenticator) -> str:
+        auth.provider(force_refresh=True)
+        return "a fresh access token was issued"
+
+    def resolve(self, host: str, port: int) -> str:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise network_error(exc, "", host, port, self.settings.timeout) from exc
+        return ", ".join(sorted({str(info[4][0]) for info in infos}))
+
+    def tcp(self, service: str, host: str, port: int) -> None:
+        try:
+            socket.create_connection((host, port), timeout=self.settings.timeout).close()
+        except OSError as exc:
+            raise network_error(exc, service, host, port, self.settings.timeout) from exc
+
+    def imap_tls(self) -> str | None:
+        s = self.settings
+        if s.imap_tls == "starttls":
+            return "checked with STARTTLS during sign-in"
+        context = tls_context(s.ca_bundle)
+        try:
+            with (
+                socket.create_connection((s.imap_host, s.imap_port), timeout=s.timeout) as raw,
+                context.wrap_socket(raw, server_hostname=s.imap_host) as tls,
+            ):
+                return f"{tls.version()}, verified for {s.imap_host}"
+        except (OSError, ssl.SSLError) as exc:
+            raise network_error(exc, "IMAP", s.imap_host, s.imap_port, s.timeout) from exc
+
+    def imap_login(self, auth: Authenticator) -> str:
+        with imap_client.connect(self.settings, auth.provider) as session:
+            folders = session.list_folders()
+        return f"{len(folders)} folders"
+
+    def smtp_login(self, auth: Authenticator) -> str:
+        with smtp_client.connect(self.settings, auth.provider) as session:
+            conn: smtplib.SMTP = session.conn
+            if not isinstance(conn.sock, ssl.SSLSocket):
+                raise ServiceRefused("the SMTP connection is not encrypted")
+            return f"{conn.sock.version()}, signed in as {self.settings.mailbox_user}"
+
+
+def run_checks(settings: Settings, signin: Callable[..., Authenticator]) -> Iterator[Check]:
+    """Every check in order; ``signin(settings, interactive=False)`` builds the sign-in once."""
+    return Doctor(settings, signin).run()

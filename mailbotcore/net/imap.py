@@ -1,0 +1,276 @@
+"""IMAP over TLS with SASL XOAUTH2, on top of imaplib.
+
+Three things imaplib does not do for us:
+* verify the certificate (we always pass a verifying context);
+* save round trips: capabilities are taken from the greeting instead of a CAPABILITY
+  command, and AUTHENTICATE sends the initial response on the command line when the
+  server advertises SASL-IR (Outlook and Dovecot do);
+* keep tokens out of its debug output (routed through the redacting logger).
+"""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import logging
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from mailbotcore.config import Settings
+from mailbotcore.errors import BadInputError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.net.tls import network_error, tls_context
+from mailbotcore.wire import imap as imapwire
+from mailbotcore.wire import sasl
+from mailbotcore.wire.sasl import TokenProvider
+
+log = logging.getLogger("mailbot.imap")
+AUTH_HINT = (
+    "the server refused the token: check that IMAP is switched on for the mailbox "
+    "(Outlook.com: Settings > Mail > Forwarding and IMAP), that OUTLOOK_USERNAME (or --mailbox) "
+    'is right, and run "{login}" again'
+)
+
+
+class _Redacting:
+    """Mixin for imaplib classes: fewer round trips, debug output through the redacting log."""
+
+    _greeting_read = False
+
+    def _connect(self) -> None:
+        # imaplib sets self.debug from a module global in __init__; follow our log level instead.
+        self.debug = 4 if log.isEnabledFor(logging.DEBUG) else 0
+        super()._connect()  # type: ignore[misc]
+
+    def _get_capabilities(self) -> None:
+        caps = self.untagged_responses.pop("CAPABILITY", None)  # type: ignore[attr-defined]
+        if not self._greeting_read and caps:
+            # Capabilities in the greeting spare a round trip; after STARTTLS they must be asked again.
+            self._greeting_read = True
+            self.capabilities = imapwire.parse_capabilities(caps[-1])
+            return
+        self._greeting_read = True
+        super()._get_capabilities()  # type: ignore[misc]
+
+    def _mesg(self, s: str, secs: float | None = None) -> None:
+        log.debug("imap %s", s)
+
+    def authenticate_xoauth2(self, responder: Any, initial: str) -> tuple[str, list[bytes]]:
+        """AUTHENTICATE XOAUTH2 in one round trip when SASL-IR is advertised, else the two-step dance.
+
+        A failure arrives as a continuation carrying the JSON error; we answer it with an
+        empty line and read the final NO, as RFC 7628 asks."""
+        if "SASL-IR" not in self.capabilities:  # type: ignore[attr-defined]
+            try:
+                return self.authenticate("XOAUTH2", responder)  # type: ignore[attr-defined,no-any-return]
+            except imaplib.IMAP4.error as exc:
+                return "NO", [str(exc).encode()]
+        tag = self._new_tag()  # type: ignore[attr-defined]
+        encoded = base64.b64encode(initial.encode()).decode("ascii")
+        log.debug("imap > %s AUTHENTICATE XOAUTH2 [REDACTED]", tag.decode())
+        self.send(tag + b" AUTHENTICATE XOAUTH2 " + encoded.encode() + b"\r\n")  # type: ignore[attr-defined]
+        while True:
+            if self._get_response() is None:  # type: ignore[attr-defined]
+                # Continuation = error details; an empty response lets the server finish.
+                details = sasl.parse_error_challenge(self.continuation_response)  # type: ignore[attr-defined]
+                log.debug("imap XOAUTH2 error details: %s", details)
+                self.send(b"\r\n")  # type: ignore[attr-defined]
+                continue
+            if self.tagged_commands[tag]:  # type: ignore[attr-defined]
+                break
+        typ, data = self.tagged_commands.pop(tag)  # type: ignore[attr-defined]
+        if typ == "OK":
+            self.state = "AUTH"
+        return typ, data
+
+
+class _ImapPlain(_Redacting, imaplib.IMAP4):
+    pass
+
+
+class _ImapOverTls(_Redacting, imaplib.IMAP4_SSL):
+    pass
+
+
+class ImapSession:
+    """An authenticated IMAP connection. Use :func:`connect`; every failure becomes a MailbotError."""
+
+    def __init__(self, conn: imaplib.IMAP4, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.where = f"IMAP server {settings.imap_host} port {settings.imap_port}"
+        self._post_login_caps = False
+
+    def call(self, name: str, *args: Any) -> tuple[str, list[Any]]:
+        """Run an imaplib command, mapping socket and protocol errors to mailbot errors."""
+        method = getattr(self.conn, name)
+        try:
+            return method(*args)  # type: ignore[no-any-return]
+        except imaplib.IMAP4.abort as exc:
+            raise TemporaryFailure(f"connection to {self.where} was lost during {name.upper()}: {exc}") from exc
+        except imaplib.IMAP4.error as exc:
+            raise ServiceRefused(f"{self.where} refused {name.upper()}: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            raise network_error(
+                exc, "IMAP", self.settings.imap_host, self.settings.imap_port, self.settings.timeout
+            ) from exc
+
+    def select(self, folder: str, readonly: bool = True) -> dict[str, int]:
+        """EXAMINE (read-only, never changes a flag) or SELECT a folder; its EXISTS and UIDVALIDITY."""
+        typ, data = self.call("select", imapwire.quoted_folder(folder).decode("ascii"), readonly)
+        if typ != "OK":
+            text = _text(data)
+            if "NONEXISTENT" in text.upper() or "doesn't exist" in text or "not exist" in text.lower():
+                raise BadInputError(f"folder {folder!r} does not exist on {self.where}")
+            raise ServiceRefused(f"{self.where} cannot open folder {folder!r}: {text}")
+        try:
+            info = {"exists": imapwire.parse_number(data[0] or b"0", "EXISTS")}
+            for key in ("UIDVALIDITY", "UIDNEXT"):
+                values = self.conn.untagged_responses.get(key)
+                if values and values[-1]:
+                    info[key.lower()] = imapwire.parse_number(values[-1], key)
+        except imapwire.ProtocolViolation as exc:
+            raise TemporaryFailure(f"{self.where} sent a malformed reply to SELECT: {exc}") from exc
+        return info
+
+    def search(self, criteria: list[str], literal: bytes | None = None) -> list[int]:
+        """UID SEARCH; a non-ASCII criterion goes as the one literal imaplib can send (CHARSET UTF-8)."""
+        if literal is not None:
+            self.conn.literal = literal  # type: ignore[attr-defined]
+            data = self.uid("SEARCH", "CHARSET", "UTF-8", *criteria)
+        else:
+            data = self.uid("SEARCH", *criteria)
+        try:
+            return imapwire.parse_search(data)
+        except imapwire.ProtocolViolation as exc:
+            raise TemporaryFailure(f"{self.where} sent a malformed SEARCH reply: {exc}") from exc
+
+    def uid(self, command: str, *args: Any) -> list[Any]:
+        typ, data = self.call("uid", command, *args)
+        if typ != "OK":
+            raise ServiceRefused(f"{self.where} refused UID {command}: {_text(data)}")
+        return data
+
+    def fetch_seq(self, seqset: str, items: str) -> list[Any]:
+        typ, data = self.call("fetch", seqset, items)
+        if typ != "OK":
+            raise ServiceRefused(f"{self.where} refused FETCH: {_text(data)}")
+        return data
+
+    def list_folders(self) -> list[str]:
+        typ, data = self.call("list")
+        if typ != "OK":
+            raise ServiceRefused(f"{self.where} refused LIST: {_text(data)}")
+        folders = []
+        for line in data:
+            if isinstance(line, bytes) and line.rstrip().endswith(b'"'):
+                folders.append(imapwire.decode_folder(line.rsplit(b' "', 1)[-1].rstrip(b'"')))
+            elif isinstance(line, bytes):
+                folders.append(imapwire.decode_folder(line.rsplit(b" ", 1)[-1]))
+        return folders
+
+    def authenticated(self) -> None:
+        """Take the capabilities the server announced with its AUTHENTICATE OK: servers list
+        MOVE, UIDPLUS and the like only after login, and the greeting's list is pre-login."""
+        caps = self.conn.untagged_responses.pop("CAPABILITY", None)
+        self._post_login_caps = bool(caps)
+        if caps and isinstance(caps[-1], bytes):
+            self.conn.capabilities = imapwire.parse_capabilities(caps[-1])
+
+    def has_capability(self, name: str) -> bool:
+        if not self._post_login_caps:
+            # The server did not announce them: ask once (one round trip, only when needed).
+            typ, data = self.call("capability")
+            if typ == "OK" and data and isinstance(data[-1], bytes):
+                self.conn.capabilities = imapwire.parse_capabilities(data[-1])
+            self._post_login_caps = True
+        return name.upper() in self.conn.capabilities
+
+    def logout(self) -> None:
+        """Send LOGOUT without waiting for the reply: the session's work is done."""
+        with suppress(OSError):
+            self.conn.send(self.conn._new_tag() + b" LOGOUT\r\n")  # type: ignore[attr-defined]
+        with suppress(OSError):
+            self.conn.shutdown()
+
+
+def _text(data: list[Any]) -> str:
+    parts = [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in data if item]
+    return " ".join(parts) or "no details"
+
+
+def _open(settings: Settings) -> imaplib.IMAP4:
+    host, port, timeout = settings.imap_host, settings.imap_port, settings.timeout
+    context = tls_context(settings.ca_bundle)
+    log.info("connecting to %s:%s", host, port)
+    if settings.imap_tls == "starttls":
+        conn: imaplib.IMAP4 = _ImapPlain(host, port, timeout=timeout)
+        if "STARTTLS" not in conn.capabilities:
+            conn.shutdown()
+            raise ServiceRefused(f"IMAP server {host} port {port} does not offer STARTTLS; refusing to send a token")
+        conn.starttls(ssl_context=context)
+        return conn
+    return _ImapOverTls(host, port, ssl_context=context, timeout=timeout)
+
+
+@contextmanager
+def connect(settings: Settings, provider: TokenProvider, user: str | None = None) -> Iterator[ImapSession]:
+    """Connect, verify TLS, authenticate with XOAUTH2 as ``user`` (default: the mailbox user).
+
+    A token the server refuses is refreshed once (``force_refresh``) and retried once;
+    a second refusal is exit 77 with a hint."""
+    user = user or settings.mailbox_user
+    host, port = settings.imap_host, settings.imap_port
+    token = provider()  # before connecting: a sign-in problem should not cost a connection
+    try:
+        conn = _open(settings)
+    except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+        raise network_error(_unwrap(exc), "IMAP", host, port, settings.timeout) from exc
+    except imaplib.IMAP4.error as exc:
+        raise ServiceRefused(f"IMAP server {host} port {port} refused the connection: {exc}") from exc
+    session = ImapSession(conn, settings)
+    try:
+        if "AUTH=XOAUTH2" not in conn.capabilities:
+            raise ServiceRefused(
+                f"IMAP server {host} port {port} does not offer XOAUTH2 sign-in",
+                hint="check OUTLOOK_IMAP_SERVER: Outlook's is outlook.office365.com",
+            )
+        for attempt in (1, 2):
+            initial = sasl.xoauth2_initial_response(user, token)
+            typ, data = _authenticate(session, sasl.xoauth2_responder(user, token), initial)
+            if typ == "OK":
+                session.authenticated()
+                break
+            log.info("IMAP authentication refused (attempt %d): %s", attempt, _text(data))
+            if attempt == 2:
+                raise SignInRequired(
+                    f"IMAP server {host} port {port} refused the sign-in for {user}",
+                    AUTH_HINT.format(login=settings.command("login")),
+                )
+            token = provider(force_refresh=True)
+        yield session
+    finally:
+        session.logout()
+
+
+def _authenticate(session: ImapSession, responder: Any, initial: str) -> tuple[str, list[Any]]:
+    try:
+        return session.conn.authenticate_xoauth2(responder, initial)  # type: ignore[attr-defined,no-any-return]
+    except imaplib.IMAP4.abort as exc:
+        raise TemporaryFailure(f"connection to {session.where} was lost while signing in: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        s = session.settings
+        raise network_error(exc, "IMAP", s.imap_host, s.imap_port, s.timeout) from exc
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """imaplib wraps socket errors in IMAP4.abort; classify by the original where there is one.
+
+    An EOF in the middle of the TLS handshake is a dropped connection (retry later), not a
+    TLS refusal: as an SSLError it would otherwise be reported as a permanent failure."""
+    if isinstance(exc, imaplib.IMAP4.abort):
+        exc = exc.__context__ if isinstance(exc.__context__, OSError) else ConnectionError(str(exc))
+    if isinstance(exc, ssl.SSLEOFError):
+        return ConnectionError("the server closed the connection during the TLS handshake")
+    return exc
