@@ -2,7 +2,7 @@
 """Benchmark mailbot against a real Dovecot + Postfix behind a latency-injecting proxy.
 
 One command, from a fresh clone (as root, with the test bed's packages installed:
-``bash tests/setup-testbed.sh`` and ``pip install -r requirements-test.txt``)::
+``bash tests/support/setup-testbed.sh`` and ``pip install -r requirements-test.txt``)::
 
     python benchmarks/run.py            # full run: 10,000 / 100,000-message folders, a few minutes
     python benchmarks/run.py --quick    # tiny sizes, ~20 s (what tests/test_benchmark_smoke.py runs)

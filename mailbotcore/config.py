@@ -245,7 +245,7 @@ def load_settings(
     if client_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{8,64}", client_id):
         raise _malformed("OUTLOOK_CLIENT_ID", client_id)
 
-    personal = bool(username) and bool(PERSONAL_DOMAIN.match(username.rsplit("@", 1)[1].lower()))
+    personal = username is not None and bool(PERSONAL_DOMAIN.match(username.rsplit("@", 1)[1].lower()))
     authority = text("OUTLOOK_AUTHORITY") or f"{LOGIN_HOST}/{'consumers' if personal else 'organizations'}"
     if not re.fullmatch(r"https://[^/\s]+/[^\s]+", authority):
         raise _malformed("OUTLOOK_AUTHORITY", authority)

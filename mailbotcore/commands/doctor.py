@@ -6,6 +6,7 @@ one of the first failure, so a script can tell "sign in again" (77) from "networ
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import socket
 import ssl
@@ -67,11 +68,9 @@ class Doctor:
             self.skip("sign-in", "fix the checks above first")
         yield
         for service, host, port in (("IMAP", s.imap_host, s.imap_port), ("SMTP", s.smtp_host, s.smtp_port)):
-            reachable = self.check(f"{service} {host} resolves", lambda h=host, p=port: self.resolve(h, p)) and (
-                self.check(
-                    f"{service} {host}:{port} TCP connect",
-                    lambda sv=service, h=host, p=port: self.tcp(sv, h, p),
-                )
+            reachable = self.check(f"{service} {host} resolves", functools.partial(self.resolve, host, port))
+            reachable = reachable and self.check(
+                f"{service} {host}:{port} TCP connect", functools.partial(self.tcp, service, host, port)
             )
             yield
             if not reachable:
@@ -82,9 +81,10 @@ class Doctor:
                 self.skip(f"{service} sign-in", "not signed in")
                 continue
             if service == "IMAP":
-                self.check("IMAP XOAUTH2 sign-in and LIST", lambda: self.imap_login(auth))  # type: ignore[arg-type]
+                self.check("IMAP XOAUTH2 sign-in and LIST", functools.partial(self.imap_login, auth))
             else:
-                self.check("SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2", lambda: self.smtp_login(auth))  # type: ignore[arg-type]
+                label = "SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2"
+                self.check(label, functools.partial(self.smtp_login, auth))
             yield
 
     def configuration(self) -> str:

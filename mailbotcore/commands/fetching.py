@@ -227,8 +227,9 @@ class Fetcher:
             MAILBOT_SUBJECT=summary.subject,
         )
         # Handler output goes to our stderr: stdout is reserved for --json.
+        command = self.options.exec_cmd or "cat >/dev/null"
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.options.exec_cmd],
+            ["/bin/sh", "-c", command],
             stdin=subprocess.PIPE,
             stdout=sys.stderr.fileno(),
             env=env,

@@ -244,7 +244,7 @@ def _is_attachment(part: Message, ctype: str) -> bool:
 
 def _attached_message(part: Message, index: int) -> Attachment:
     inner = part.get_payload()
-    messages = inner if isinstance(inner, list) else []
+    messages = [sub for sub in inner if isinstance(sub, Message)] if isinstance(inner, list) else []
     chunks = []
     for sub in messages:
         try:
@@ -275,7 +275,7 @@ def _collect(part: Message, attachments: list[Attachment], depth: int) -> tuple[
         return [], []
     ctype = _content_type(part)
     if part.is_multipart() and not ctype.startswith("message/"):
-        results = [_collect(sub, attachments, depth + 1) for sub in part.get_payload()]
+        results = [_collect(sub, attachments, depth + 1) for sub in part.get_payload() if isinstance(sub, Message)]
         plains = [r[0] for r in results if r[0]]
         htmls = [r[1] for r in results if r[1]]
         if ctype == "multipart/alternative":

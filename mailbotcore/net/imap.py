@@ -61,9 +61,9 @@ class _Redacting:
 
         A failure arrives as a continuation carrying the JSON error; we answer it with an
         empty line and read the final NO, as RFC 7628 asks."""
-        if "SASL-IR" not in self.capabilities:  # type: ignore[attr-defined]
+        if "SASL-IR" not in self.capabilities:
             try:
-                return self.authenticate("XOAUTH2", responder)  # type: ignore[attr-defined,no-any-return]
+                return self.authenticate("XOAUTH2", responder)  # type: ignore[attr-defined]
             except imaplib.IMAP4.error as exc:
                 return "NO", [str(exc).encode()]
         tag = self._new_tag()  # type: ignore[attr-defined]
@@ -106,7 +106,7 @@ class ImapSession:
         """Run an imaplib command, mapping socket and protocol errors to mailbot errors."""
         method = getattr(self.conn, name)
         try:
-            return method(*args)  # type: ignore[no-any-return]
+            return method(*args)
         except imaplib.IMAP4.abort as exc:
             raise TemporaryFailure(f"connection to {self.where} was lost during {name.upper()}: {exc}") from exc
         except imaplib.IMAP4.error as exc:
@@ -125,10 +125,11 @@ class ImapSession:
                 raise BadInputError(f"folder {folder!r} does not exist on {self.where}")
             raise ServiceRefused(f"{self.where} cannot open folder {folder!r}: {text}")
         try:
-            info = {"exists": imapwire.parse_number(data[0] or b"0", "EXISTS")}
+            first = data[0] if data and isinstance(data[0], (bytes, str)) else b"0"
+            info = {"exists": imapwire.parse_number(first or b"0", "EXISTS")}
             for key in ("UIDVALIDITY", "UIDNEXT"):
                 values = self.conn.untagged_responses.get(key)
-                if values and values[-1]:
+                if values and isinstance(values[-1], (bytes, str)) and values[-1]:
                     info[key.lower()] = imapwire.parse_number(values[-1], key)
         except imapwire.ProtocolViolation as exc:
             raise TemporaryFailure(f"{self.where} sent a malformed reply to SELECT: {exc}") from exc
@@ -137,7 +138,7 @@ class ImapSession:
     def search(self, criteria: list[str], literal: bytes | None = None) -> list[int]:
         """UID SEARCH; a non-ASCII criterion goes as the one literal imaplib can send (CHARSET UTF-8)."""
         if literal is not None:
-            self.conn.literal = literal  # type: ignore[attr-defined]
+            self.conn.literal = literal  # type: ignore[assignment]  # imaplib sends bytes literals as they are
             data = self.uid("SEARCH", "CHARSET", "UTF-8", *criteria)
         else:
             data = self.uid("SEARCH", *criteria)
@@ -190,7 +191,7 @@ class ImapSession:
     def logout(self) -> None:
         """Send LOGOUT without waiting for the reply: the session's work is done."""
         with suppress(OSError):
-            self.conn.send(self.conn._new_tag() + b" LOGOUT\r\n")  # type: ignore[attr-defined]
+            self.conn.send(self.conn._new_tag() + b" LOGOUT\r\n")
         with suppress(OSError):
             self.conn.shutdown()
 
@@ -256,7 +257,7 @@ def connect(settings: Settings, provider: TokenProvider, user: str | None = None
 
 def _authenticate(session: ImapSession, responder: Any, initial: str) -> tuple[str, list[Any]]:
     try:
-        return session.conn.authenticate_xoauth2(responder, initial)  # type: ignore[attr-defined,no-any-return]
+        return session.conn.authenticate_xoauth2(responder, initial)
     except imaplib.IMAP4.abort as exc:
         raise TemporaryFailure(f"connection to {session.where} was lost while signing in: {exc}") from exc
     except (OSError, EOFError) as exc:

@@ -12,12 +12,10 @@ Everything here is about getting that token without surprises:
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import os
 import pickle
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +27,8 @@ from mailbotcore import logs
 from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.results import SignInStatus
-from mailbotcore.store import files as fileutil
+from mailbotcore.signin.cache import TokenCacheFile, discovery_only, merge_account, remove_account
+from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 
 if TYPE_CHECKING:
     import msal
@@ -40,173 +39,6 @@ SCOPES = [
 ]
 MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoft.com", "login.windows.net"}
 log = logging.getLogger("mailbot.auth")
-
-# What to tell the user for the Entra errors people actually meet.
-AADSTS_HINTS = {
-    9002331: "this app registration accepts personal accounts only: set "
-    "OUTLOOK_AUTHORITY=https://login.microsoftonline.com/consumers",
-    65001: "consent is missing: an administrator must grant IMAP.AccessAsUser.All and SMTP.Send "
-    "(Entra admin center > App registrations > API permissions > Grant admin consent)",
-    7000218: 'turn on "Allow public client flows" in the app registration (Authentication page)',
-    70002: 'turn on "Allow public client flows" in the app registration (Authentication page)',
-    700082: 'the sign-in expired after 90 days without use: run "{login}" again',
-    50173: 'the sign-in was revoked (password change?): run "{login}" again',
-    70043: 'a sign-in frequency policy ended the session: run "{login}" again',
-    53003: "blocked by Conditional Access (often: device code flow not allowed); ask your admin",
-    700016: "OUTLOOK_CLIENT_ID is not an application in this directory: check it and OUTLOOK_AUTHORITY",
-    90002: "the tenant in OUTLOOK_AUTHORITY does not exist: check it",
-}
-SIGN_IN_AGAIN = {700082, 50173, 70043}
-
-
-def aadsts_code(result: dict[str, Any]) -> int | None:
-    """The first AADSTS error code of an MSAL error result, from ``error_codes`` or the text."""
-    codes = result.get("error_codes")
-    if isinstance(codes, list) and codes and isinstance(codes[0], int):
-        return codes[0]
-    match = re.search(r"AADSTS(\d+)", str(result.get("error_description", "")))
-    return int(match.group(1)) if match else None
-
-
-def describe_error(result: dict[str, Any], login: str = "mailbot login") -> tuple[str, str | None]:
-    """One-line description and hint for an MSAL error result; ``login`` is the command to suggest."""
-    code = aadsts_code(result)
-    first_line = str(result.get("error_description") or result.get("error") or "unknown error")
-    first_line = first_line.strip().splitlines()[0] if first_line.strip() else "unknown error"
-    hint = AADSTS_HINTS.get(code) if code is not None else None
-    return first_line, hint.replace("{login}", login) if hint else None
-
-
-class TokenCacheFile:
-    """MSAL's ``SerializableTokenCache`` kept in one JSON file, plus the persisted ``http_cache``."""
-
-    def __init__(self, path: Path, lock_wait: float, logout_command: str = "mailbot logout") -> None:
-        self.path = path
-        self.logout_command = logout_command
-        self.http_cache_path = path.with_name(path.name + ".http-cache")
-        self.lock_path = path.with_name(path.name + ".lock")
-        self.lock_wait = lock_wait
-
-    def lock(self) -> fileutil.FileLock:
-        return fileutil.FileLock(
-            self.lock_path, self.lock_wait, f"the token cache {self.path} is locked by another mailbot run"
-        )
-
-    def read_state(self) -> dict[str, Any]:
-        """The cache as JSON; {} when there is none. Corrupt files are an error, never discarded."""
-        fileutil.check_private(self.path, "token cache")
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SignInRequired(f"cannot read the token cache {self.path}: {exc}") from exc
-        try:
-            state = json.loads(text) if text.strip() else {}
-            if not isinstance(state, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            raise SignInRequired(
-                f"the token cache {self.path} is corrupt ({exc}); it was left untouched",
-                hint=f'inspect it, or run "{self.logout_command}" to move it aside, then "login"',
-            ) from exc
-        return state
-
-    @staticmethod
-    def to_cache(state: dict[str, Any]) -> msal.SerializableTokenCache:
-        import msal
-
-        cache = msal.SerializableTokenCache()
-        if state:
-            cache.deserialize(json.dumps(state))
-        return cache
-
-    def save(self, cache: msal.SerializableTokenCache) -> None:
-        if cache.has_state_changed:
-            self.write_state(json.loads(cache.serialize()))
-            cache.has_state_changed = False
-
-    def write_state(self, state: dict[str, Any]) -> None:
-        fileutil.atomic_write(self.path, json.dumps(state, indent=1, sort_keys=True).encode())
-
-    def load_http_cache(self) -> dict[Any, Any]:
-        """MSAL's http_cache (tenant discovery and throttling hints, no tokens); {} when unusable.
-
-        It is a pickle, so it is only loaded from a private file of ours."""
-        try:
-            info = self.http_cache_path.stat()
-            if info.st_uid != os.getuid() or info.st_mode & 0o077:
-                log.warning("ignoring %s: not a private file of this user", self.http_cache_path)
-                return {}
-            with self.http_cache_path.open("rb") as handle:
-                loaded = pickle.load(handle)
-            return loaded if isinstance(loaded, dict) else {}
-        except FileNotFoundError:
-            return {}
-        except Exception as exc:  # a damaged cache of cheap data: start afresh
-            log.debug("ignoring unreadable http cache %s: %s", self.http_cache_path, exc)
-            return {}
-
-    def save_http_cache(self, http_cache: dict[Any, Any], before: bytes) -> None:
-        data = pickle.dumps(discovery_only(http_cache))
-        if data != before:
-            fileutil.atomic_write(self.http_cache_path, data)
-
-    @staticmethod
-    def accounts(state: dict[str, Any], username: str) -> list[dict[str, Any]]:
-        """Cached accounts for ``username`` (case-insensitive), read without any network."""
-        return [
-            account
-            for account in state.get("Account", {}).values()
-            if str(account.get("username", "")).lower() == username.lower()
-        ]
-
-
-def discovery_only(http_cache: dict[Any, Any]) -> dict[Any, Any]:
-    """The GET (discovery) entries of MSAL's http_cache, without its replayed POST errors.
-
-    MSAL also caches 400 and 5xx token answers for 60 s; persisted, they would be replayed
-    to the next cron run without asking the server, so only discovery is kept."""
-    index = http_cache.get("_index_")
-    if not (isinstance(index, (tuple, list)) and len(index) == 2 and isinstance(index[1], dict)):
-        return {}
-    sequence, timestamps = index
-    keep = sorted(key for key in timestamps if isinstance(key, str) and key.startswith("GET "))
-    kept = {key: http_cache[key] for key in keep if key in http_cache}
-    heap = [entry for entry in sequence if entry[2] in kept]
-    heapq.heapify(heap)
-    kept["_index_"] = (heap, {key: timestamps[key] for key in kept})
-    return kept
-
-
-def _account_entries(state: dict[str, Any], home_account_id: str) -> dict[str, dict[str, Any]]:
-    return {
-        section: {key: value for key, value in entries.items() if value.get("home_account_id") == home_account_id}
-        for section, entries in state.items()
-        if isinstance(entries, dict)
-    }
-
-
-def merge_account(disk: dict[str, Any], ours: dict[str, Any], home_account_id: str) -> dict[str, Any]:
-    """Replace one account's entries in ``disk`` with those in ``ours``, keeping other accounts."""
-    merged = remove_account(disk, home_account_id)
-    for section, entries in _account_entries(ours, home_account_id).items():
-        merged.setdefault(section, {}).update(entries)
-    for key, value in ours.get("AppMetadata", {}).items():
-        merged.setdefault("AppMetadata", {})[key] = value
-    return merged
-
-
-def remove_account(state: dict[str, Any], home_account_id: str) -> dict[str, Any]:
-    """``state`` without any entry of ``home_account_id``."""
-    return {
-        section: (
-            {key: value for key, value in entries.items() if value.get("home_account_id") != home_account_id}
-            if isinstance(entries, dict)
-            else entries
-        )
-        for section, entries in state.items()
-    }
 
 
 def _http_session(ca_bundle: Path | None, timeout: float) -> Any:
@@ -222,7 +54,7 @@ def _http_session(ca_bundle: Path | None, timeout: float) -> Any:
             kwargs.setdefault("timeout", timeout)
             return super().request(method, url, *args, **kwargs)
 
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             settings = super().merge_environment_settings(*args, **kwargs)
             if ca_bundle is not None:
                 settings["verify"] = str(ca_bundle)

@@ -74,9 +74,10 @@ def reply_error(
     """What an unexpected ``reply`` at ``stage`` means: a MailbotError with the exit code and hint.
 
     ``where`` names the server (``SMTP server HOST port PORT``); ``login`` is the sign-in
-    command to suggest; ``address`` is the sender (MAIL) or recipient (RCPT) concerned. Every 4xx is temporary (75); 5xx is permanent (69), except a refused
-    token (77); a reply that makes no sense at its stage is a protocol error (75: nothing was
-    sent, the message stays queued)."""
+    command to suggest; ``address`` is the sender (MAIL) or recipient (RCPT) concerned.
+    Every 4xx is temporary (75); 5xx is permanent (69), except a refused token (77); a
+    reply that makes no sense at its stage is a protocol error (75: nothing was sent, the
+    message stays queued)."""
     status = reply.enhanced or ""
     text = str(reply)
     who = f" {address}" if address else ""

@@ -307,7 +307,9 @@ class MailServers:
         missing = [b for b in ("dovecot", "postconf") if shutil.which(b) is None]
         if missing:
             raise TestbedUnavailable(f"missing {', '.join(missing)}: {INSTALL_HINT}")
-        self._postfix_master = Path(_run(["postconf", "-h", "daemon_directory"])) / "master"
+        # Compiled-in defaults (-d): a Postfix installed with "No configuration" has no main.cf,
+        # and a plain "postconf -h" then fails.
+        self._postfix_master = Path(_run(["postconf", "-d", "-h", "daemon_directory"])) / "master"
         for path in (self._postfix_master, Path("/usr/lib/dovecot/imap"), Path("/usr/lib/dovecot/lmtp")):
             if not path.exists():
                 raise TestbedUnavailable(f"missing {path}: {INSTALL_HINT}")

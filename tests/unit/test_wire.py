@@ -13,7 +13,7 @@ import pytest
 
 from mailbotcore import logs
 from mailbotcore.errors import Busy
-from mailbotcore.signin import authenticator as auth
+from mailbotcore.signin import cache, entra
 from mailbotcore.store import files as fileutil
 from mailbotcore.wire import imap as imapwire
 from mailbotcore.wire import sasl
@@ -111,12 +111,12 @@ def test_aadsts_codes_and_hints() -> None:
         "error": "invalid_grant",
         "error_description": "AADSTS50173: The provided grant has expired.\r\nTrace ID: x",
     }
-    assert auth.aadsts_code(result) == 50173
-    message, hint = auth.describe_error(result)
+    assert entra.aadsts_code(result) == 50173
+    message, hint = entra.describe_error(result)
     assert message == "AADSTS50173: The provided grant has expired."
     assert hint is not None and "login" in hint
-    assert auth.aadsts_code({"error_codes": [65001]}) == 65001
-    assert auth.describe_error({"error": "x", "error_description": "AADSTS99999: new thing"}) == (
+    assert entra.aadsts_code({"error_codes": [65001]}) == 65001
+    assert entra.describe_error({"error": "x", "error_description": "AADSTS99999: new thing"}) == (
         "AADSTS99999: new thing",
         None,
     )
@@ -134,13 +134,13 @@ def test_merge_account_keeps_other_accounts() -> None:
         "RefreshToken": {"a-rt2": {"home_account_id": "A", "secret": "new"}},
         "Account": {"a": {"home_account_id": "A"}},
     }
-    merged = auth.merge_account(disk, ours, "A")
+    merged = cache.merge_account(disk, ours, "A")
     assert merged["RefreshToken"] == {
         "b-rt": {"home_account_id": "B", "secret": "b"},
         "a-rt2": {"home_account_id": "A", "secret": "new"},
     }
     assert set(merged["Account"]) == {"a", "b"}
-    assert auth.remove_account(merged, "A")["RefreshToken"] == {"b-rt": {"home_account_id": "B", "secret": "b"}}
+    assert cache.remove_account(merged, "A")["RefreshToken"] == {"b-rt": {"home_account_id": "B", "secret": "b"}}
 
 
 def test_atomic_write_is_private_and_replaces(tmp_path: Path) -> None:
@@ -183,8 +183,8 @@ def test_http_cache_keeps_only_discovery() -> None:
     mapping = _ExpiringMapping(mapping=raw)
     mapping.set("GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx", "discovery", 3600)
     mapping.set("POST https://login/x/oauth2/v2.0/token hash=2 400", "invalid_grant", 60)
-    kept = auth.discovery_only(raw)
+    kept = cache.discovery_only(raw)
     reread = _ExpiringMapping(mapping=kept)
     assert list(reread) == ["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"]
     assert reread["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"] == "discovery"
-    assert auth.discovery_only({}) == {}
+    assert cache.discovery_only({}) == {}
