@@ -138,3 +138,18 @@ def test_every_command_has_help_and_is_documented() -> None:
     for name, sub in commands.items():
         assert sub.description, f"{name} has no help text"
         assert f"`{name}`" in readme or f"mailbot.py {name}" in readme, f"{name} is not in the README"
+
+
+def test_readme_python_example_reuses_the_sign_in(signed_in: Account) -> None:
+    """The "Scripting" example: the root auth.py/config.py give plain imaplib a token from mailbot's cache."""
+    (example,) = blocks("python")
+    signed_in.seed(b"From: a@example.org\r\nSubject: one\r\n\r\n1\r\n")
+    signed_in.seed(b"From: a@example.org\r\nSubject: two\r\n\r\n2\r\n")
+    script = signed_in.home / "my_script.py"
+    script.write_text(example)
+    env = {**signed_in.env, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=signed_in.home, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "1 2\n", "")
+    assert signed_in.idp.counts().get("token:refresh_token", 0) == 0  # the cached token, no request
