@@ -7,16 +7,13 @@ one of the first failure, so a script can tell "sign in again" (77) from "networ
 from __future__ import annotations
 
 import functools
-import smtplib
-import socket
-import ssl
 from collections.abc import Callable, Iterator
 
 from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignInRequired
 from mailbotcore.net import imap as imap_client
+from mailbotcore.net import probe
 from mailbotcore.net import smtp as smtp_client
-from mailbotcore.net.tls import network_error, tls_context
 from mailbotcore.results import Check
 from mailbotcore.signin.authenticator import Authenticator
 from mailbotcore.store.files import check_private
@@ -113,31 +110,16 @@ class Doctor:
         return "a fresh access token was issued"
 
     def resolve(self, host: str, port: int) -> str:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise network_error(exc, "", host, port, self.settings.timeout) from exc
-        return ", ".join(sorted({str(info[4][0]) for info in infos}))
+        return probe.resolve(host, port, self.settings.timeout)
 
     def tcp(self, service: str, host: str, port: int) -> None:
-        try:
-            socket.create_connection((host, port), timeout=self.settings.timeout).close()
-        except OSError as exc:
-            raise network_error(exc, service, host, port, self.settings.timeout) from exc
+        probe.tcp_connect(service, host, port, self.settings.timeout)
 
     def imap_tls(self) -> str | None:
         s = self.settings
         if s.imap_tls == "starttls":
             return "checked with STARTTLS during sign-in"
-        context = tls_context(s.ca_bundle)
-        try:
-            with (
-                socket.create_connection((s.imap_host, s.imap_port), timeout=s.timeout) as raw,
-                context.wrap_socket(raw, server_hostname=s.imap_host) as tls,
-            ):
-                return f"{tls.version()}, verified for {s.imap_host}"
-        except (OSError, ssl.SSLError) as exc:
-            raise network_error(exc, "IMAP", s.imap_host, s.imap_port, s.timeout) from exc
+        return probe.tls_handshake("IMAP", s.imap_host, s.imap_port, s.timeout, s.ca_bundle)
 
     def imap_login(self, auth: Authenticator) -> str:
         with imap_client.connect(self.settings, auth.provider) as session:
@@ -146,10 +128,10 @@ class Doctor:
 
     def smtp_login(self, auth: Authenticator) -> str:
         with smtp_client.connect(self.settings, auth.provider) as session:
-            conn: smtplib.SMTP = session.conn
-            if not isinstance(conn.sock, ssl.SSLSocket):
+            version = session.tls_version()
+            if version is None:
                 raise ServiceRefused("the SMTP connection is not encrypted")
-            return f"{conn.sock.version()}, signed in as {self.settings.mailbox_user}"
+            return f"{version}, signed in as {self.settings.mailbox_user}"
 
 
 def run_checks(settings: Settings, signin: Callable[..., Authenticator]) -> Iterator[Check]:

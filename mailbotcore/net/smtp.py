@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -171,6 +172,11 @@ class SmtpSession:
         }
         hint = next((h for h in sorted(hints, key=str) if h), None)
         return RecipientsRefused(message, accepted, deferred, hint)
+
+    def tls_version(self) -> str | None:
+        """The TLS version of the connection ("TLSv1.3"), None if it is not encrypted."""
+        sock = self.conn.sock
+        return sock.version() if isinstance(sock, ssl.SSLSocket) else None
 
     def close(self) -> None:
         """Send QUIT without waiting for the 221: the work is done, the reply is a round trip."""

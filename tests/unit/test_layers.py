@@ -67,3 +67,11 @@ def test_only_the_cli_knows_argparse_and_stdout(path: Path) -> None:
     text = path.read_text()
     assert "argparse" not in imports(path)
     assert "sys.stdout" not in text, "results go through the renderer"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_net_talks_to_servers(path: Path) -> None:
+    if layer_of(path) == "net":
+        return
+    assert not {"imaplib", "smtplib", "ssl"} & set(imports(path))
+    assert "create_connection" not in path.read_text()
