@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -272,3 +273,64 @@ def test_each_folder_and_account_has_its_own_state(signed_in: Account, handler: 
     states = sorted(p.name for p in signed_in.home.glob("fetch-*.json"))
     assert len(states) == 2, states
     assert all(address.split("@")[0] in name for name in states)
+
+
+ENV_HANDLER = """\
+import json, os, sys
+uid = os.environ["MAILBOT_UID"]
+logdir = os.environ["LOGDIR"]
+with open(os.path.join(logdir, uid + ".eml"), "wb") as out:
+    out.write(sys.stdin.buffer.read())
+env = {k: v for k, v in os.environ.items() if k.startswith("MAILBOT_")}
+with open(os.path.join(logdir, uid + ".env.json"), "w", encoding="utf-8") as out:
+    json.dump(env, out, ensure_ascii=False)
+"""
+
+UNSAFE = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069") | {
+    chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]
+}
+
+
+def test_every_corpus_message_is_fetched_as_json_and_through_exec(signed_in: Account) -> None:
+    """Hostile charsets, surrogates and bidi controls: fetch --json and --exec deliver all of them."""
+    from tests.support.corpus import malformed_corpus
+
+    corpus = malformed_corpus()
+    for _, raw in corpus:
+        signed_in.seed(raw)
+    logdir = signed_in.home / "handled"
+    logdir.mkdir()
+    script = signed_in.home / "env_handler.py"
+    script.write_text(ENV_HANDLER)
+    signed_in.env["LOGDIR"] = str(logdir)
+    maildir = signed_in.home / "Mail"
+    result = signed_in.run(
+        "fetch", "--backfill", str(len(corpus)), "--json", "--maildir", str(maildir), "--exec", f"python3 {script}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    result.stdout_bytes.decode("utf-8")  # strict: no surrogate reached stdout
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["uid"] for r in records] == list(range(1, len(corpus) + 1))
+    assert [r["exit_status"] for r in records] == [0] * len(corpus)
+    by_name = {name: records[uid - 1] for uid, (name, _) in enumerate(corpus, 1)}
+    assert by_name["unicode_escape_charset_subject"]["subject"] == "\\ud800 x"
+    assert by_name["bidi_override_subject"]["subject"] == "invoicefdp.exe"
+    assert (by_name["bidi_display_name"]["from"], by_name["bidi_display_name"]["from_address"]) == (
+        "Bank moc.evil",
+        "phish@example.net",
+    )
+    for record in records:
+        for key in ("subject", "from", "from_address", "message_id"):
+            assert not set(record[key] or "") & UNSAFE, (record["uid"], key, record[key])
+    for uid, (name, raw) in enumerate(corpus, 1):
+        env = json.loads((logdir / f"{uid}.env.json").read_text(encoding="utf-8"))
+        assert env["MAILBOT_UID"] == str(uid)
+        assert env["MAILBOT_SUBJECT"] == records[uid - 1]["subject"], name
+        for key in ("MAILBOT_SUBJECT", "MAILBOT_FROM", "MAILBOT_FROM_ADDRESS"):
+            assert not set(env[key]) & UNSAFE, (name, key, env[key])
+        handed = (logdir / f"{uid}.eml").read_bytes()
+        [stored] = [p for p in (maildir / "new").iterdir() if f".M{uid}V" in p.name]
+        # The handler gets the Maildir's bytes: as served (Dovecot serves CRLF, and a NUL as 0x80).
+        served = re.sub(rb"\r?\n", b"\r\n", raw.replace(b"\x00", b"\x80"))
+        assert handed == stored.read_bytes() == served, name
