@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from mailbotcore import logs
 from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.results import SignInStatus
-from mailbotcore.signin.cache import TokenCacheFile, discovery_only, merge_account, remove_account
+from mailbotcore.signin.cache import TokenCacheFile, http_cache_to_json, merge_account, remove_account
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 
 if TYPE_CHECKING:
@@ -112,7 +111,7 @@ class Authenticator:
                 return None
             cache = self.store.to_cache(state)
             http_cache = self.store.load_http_cache()
-            before = pickle.dumps(discovery_only(http_cache))
+            before = http_cache_to_json(http_cache)
             try:
                 app = self._app(cache, http_cache)
                 accounts = app.get_accounts(username=self.username)
@@ -202,7 +201,7 @@ class Authenticator:
         with self.store.lock():
             cache = self.store.to_cache(self.store.read_state())
             http_cache = self.store.load_http_cache()
-        before = pickle.dumps(discovery_only(http_cache))
+        before = http_cache_to_json(http_cache)
         app = self._app(cache, http_cache)
         flow = self._call(lambda: app.initiate_device_flow(scopes=SCOPES))
         if "user_code" not in flow:
