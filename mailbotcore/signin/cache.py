@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailbotcore.errors import SignInRequired
+from mailbotcore.errors import SignInRequired, TemporaryFailure
 from mailbotcore.store import files as fileutil
 
 if TYPE_CHECKING:
@@ -70,14 +70,34 @@ class TokenCacheFile:
             cache.deserialize(json.dumps(state))
         return cache
 
-    def save(self, cache: msal.SerializableTokenCache) -> None:
+    def reserve(self) -> fileutil.Reservation:
+        """Room on disk for saving the cache after a refresh, taken before the refresh (75 if
+        there is none: the old refresh token is then not spent, the cache stays usable)."""
+        try:
+            size = self.path.lstat().st_size
+        except OSError:
+            size = 0
+        try:
+            return fileutil.Reservation(self.path, size + 64 * 1024)
+        except OSError as exc:
+            raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
+
+    def save(self, cache: msal.SerializableTokenCache, reservation: fileutil.Reservation | None = None) -> None:
         if cache.has_state_changed:
-            self.write_state(json.loads(cache.serialize()))
+            self.write_state(json.loads(cache.serialize()), reservation)
             cache.has_state_changed = False
 
-    def write_state(self, state: dict[str, Any]) -> None:
-        """Atomically; on a full disk the old cache stays as it was and the run exits 75."""
-        fileutil.write_private(self.path, json.dumps(state, indent=1, sort_keys=True).encode(), "token cache")
+    def write_state(self, state: dict[str, Any], reservation: fileutil.Reservation | None = None) -> None:
+        """Atomically (into ``reservation`` when given); on a full disk the old cache stays as
+        it was and the run exits 75."""
+        data = json.dumps(state, indent=1, sort_keys=True).encode()
+        if reservation is None:
+            fileutil.write_private(self.path, data, "token cache")
+            return
+        try:
+            reservation.commit(data)
+        except OSError as exc:
+            raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
 
     def load_http_cache(self) -> dict[Any, Any]:
         """MSAL's http_cache (tenant discovery documents, no tokens, no errors); {} when unusable.
@@ -95,9 +115,13 @@ class TokenCacheFile:
             return {}
 
     def save_http_cache(self, http_cache: dict[Any, Any], before: bytes) -> None:
+        """Only when it changed; a failure to save this cache of public documents is a warning."""
         data = http_cache_to_json(http_cache)
         if data != before:
-            fileutil.write_private(self.http_cache_path, data, "MSAL http cache")
+            try:
+                fileutil.write_private(self.http_cache_path, data, "MSAL http cache")
+            except TemporaryFailure as exc:
+                log.warning("%s (it is fetched again next time)", exc.message)
 
     @staticmethod
     def accounts(state: dict[str, Any], username: str) -> list[dict[str, Any]]:

@@ -151,14 +151,7 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE) -> None:
     symlink there is refused, never renamed over.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISREG(existing.st_mode):
-            kind = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
-            raise IsADirectoryError(errno.EISDIR, f"it is {kind}; it was left as it is")
+    _refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -171,6 +164,73 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+class Reservation:
+    """Disk space for one later atomic replace of ``path``, taken before it is needed.
+
+    The token cache must be saved after a refresh (the refresh token rotates): reserving
+    the room first means a full disk stops the run *before* the old refresh token is spent,
+    so the cache on disk stays usable. :meth:`commit` writes into the reserved temp file and
+    renames it over ``path``; :meth:`discard` gives the space back. Raises OSError (map it
+    with :func:`os_failure`).
+    """
+
+    def __init__(self, path: Path, size: int, mode: int = PRIVATE) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        self._fd: int | None = os.open(
+            self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode
+        )
+        try:
+            try:
+                os.posix_fallocate(self._fd, 0, max(1, size))
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                os.write(self._fd, b"\0" * size)  # no fallocate here: take the room by writing
+                os.fsync(self._fd)
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError("reservation already used")
+        fd, self._fd = self._fd, None
+        try:
+            _refuse_non_regular(self.path)
+            os.lseek(fd, 0, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.tmp.unlink(missing_ok=True)
+
+
+def _refuse_non_regular(path: Path) -> None:
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(existing.st_mode):
+        kind = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
+        raise IsADirectoryError(errno.EISDIR, f"it is {kind}; it was left as it is")
 
 
 def write_private(path: Path, data: bytes, what: str) -> None:
@@ -225,7 +285,7 @@ class FileLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
-        make_dirs(self.path.parent, "the folder of the lock")
+        make_dirs(self.path.parent, "the folder")
         # A lock file planted by another user (a sticky shared folder) is refused, not used.
         fd = open_private(self.path, "lock file", create=True)
         deadline = time.monotonic() + self.wait

@@ -2,7 +2,8 @@
 
 Mounting needs root (the test bed runs as root). Where it is impossible the tests are
 skipped with the reason; in CI (``CI`` or ``MAILBOT_REQUIRE_TESTBED`` set) that is a
-failure instead, like the mail test bed.
+failure instead, like the mail test bed. Import ``small_disk_fixture`` / ``other_user_fixture``
+into a test module to use the ``small_disk`` / ``other_user`` fixtures.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ class SmallDisk:
     def fill(self) -> None:
         filler = self.path / ".filler"
         chunk = b"\0" * 4096
-        with open(filler, "ab") as handle:
+        with open(filler, "ab", buffering=0) as handle:
             try:
                 while True:
                     handle.write(chunk)
-                    handle.flush()
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
@@ -59,8 +59,8 @@ class SmallDisk:
         (self.path / ".filler").unlink(missing_ok=True)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[SmallDisk]:
     """A 1 MB tmpfs mounted for one test (unmounted after it)."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
@@ -96,8 +96,8 @@ class OtherUser:
         )
 
 
-@pytest.fixture
-def other_user() -> OtherUser:
+@pytest.fixture(name="other_user")
+def other_user_fixture() -> OtherUser:
     if os.geteuid() != 0:
         _unavailable("acting as a second user needs root")
     try:

@@ -95,7 +95,7 @@ def test_file_lock_on_a_directory_and_under_a_file_is_78(tmp_path: Path) -> None
     blocker.write_text("a file where a folder should be")
     with pytest.raises(ConfigError) as caught, fileutil.FileLock(blocker / "x.lock", 0, "busy"):
         pass
-    assert caught.value.message.startswith(f"cannot create the folder of the lock {blocker}: ")
+    assert caught.value.message == f"cannot create the folder {blocker}: a file is in the way of a folder"
     assert blocker.read_text() == "a file where a folder should be"
 
 
