@@ -266,7 +266,8 @@ def test_build_message_bcc_only():
     wire = _wire(msg)
     assert envelope == ["hidden@example.net"]
     assert b"hidden@example.net" not in wire
-    assert msg["To"] is None
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in wire
+    assert str(msg["To"]) == "undisclosed-recipients:;"
 
 
 def test_message_size_and_check_size(tmp_path):
