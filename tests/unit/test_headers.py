@@ -300,3 +300,25 @@ def test_display_width():
     assert messages.display_width("日本") == 4
     assert messages.display_width("e\u0301") == 1
     assert messages.display_width("…") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("=?unicode_escape?q?=5Cud800?=", "\\ud800"),  # issue 11: the codec never runs
+        ("=?raw_unicode_escape?q?=5Cu202e?=", "\\u202e"),
+        ("=?rot13?q?uryyb?=", "uryyb"),
+        ("=?base64?q?aGk=3D?=", "aGk="),
+        ("=?utf-7?q?+2AA-?=", "\ufffd"),  # a real charset whose decoder yields a lone surrogate
+        ("=?utf-8?q?a=E2=80=AEb?=", "ab"),  # bidi override removed after decoding
+    ],
+)
+def test_decode_header_only_real_text_encodings_then_sanitised(raw, expected):
+    assert messages.decode_header(raw) == expected
+
+
+def test_text_codec_accepts_only_mail_text_encodings():
+    assert messages.text_codec("UTF-8") == "utf-8"
+    assert messages.text_codec("shift_jis") == "cp932"
+    for name in ("unicode_escape", "base64", "rot13", "uu", "zlib", "hex", "idna", "punycode", "undefined", "nope"):
+        assert messages.text_codec(name) is None, name
