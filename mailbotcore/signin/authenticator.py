@@ -113,7 +113,8 @@ class Authenticator:
             cache = self.store.to_cache(state)
             http_cache = self.store.load_http_cache()
             before = http_cache_to_json(http_cache)
-            reservation = self.store.reserve()  # a full disk stops here, before a refresh token is spent
+            # A full disk stops here, before a refresh token is spent (not when the cached token serves).
+            reservation = self.store.reserve() if self.store.may_refresh(state, self.username, force_refresh) else None
             try:
                 app = self._app(cache, http_cache)
                 accounts = app.get_accounts(username=self.username)
@@ -126,7 +127,8 @@ class Authenticator:
                 try:
                     self.store.save(cache, reservation)
                 finally:
-                    reservation.discard()
+                    if reservation is not None:
+                        reservation.discard()
                 self.store.save_http_cache(http_cache, before)
         if result and "access_token" in result:
             log.info("access token from %s", "cache" if result.get("token_source") == "cache" else "refresh")
@@ -212,11 +214,12 @@ class Authenticator:
         try:
             return self._device_flow_into(reservation, cache, http_cache, before)
         finally:
-            reservation.discard()
+            if reservation is not None:
+                reservation.discard()
 
     def _device_flow_into(
         self,
-        reservation: Reservation,
+        reservation: Reservation | None,
         cache: msal.SerializableTokenCache,
         http_cache: dict[Any, Any],
         before: bytes,

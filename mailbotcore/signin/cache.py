@@ -7,9 +7,11 @@ account's entries are merged into what is on disk, so other accounts are kept.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,9 +72,12 @@ class TokenCacheFile:
             cache.deserialize(json.dumps(state))
         return cache
 
-    def reserve(self) -> fileutil.Reservation:
+    def reserve(self) -> fileutil.Reservation | None:
         """Room on disk for saving the cache after a refresh, taken before the refresh (75 if
-        there is none: the old refresh token is then not spent, the cache stays usable)."""
+        there is none: the old refresh token is then not spent, the cache stays usable).
+
+        None when the folder cannot take a file for another reason (read-only, say): then the
+        save after a refresh, if one is needed, reports that."""
         try:
             size = self.path.lstat().st_size
         except OSError:
@@ -80,7 +85,29 @@ class TokenCacheFile:
         try:
             return fileutil.Reservation(self.path, size + 64 * 1024)
         except OSError as exc:
-            raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
+            log.debug("no room reserved for the token cache %s: %s", self.path, exc)
+            return None
+
+    def may_refresh(self, state: dict[str, Any], username: str, force: bool) -> bool:
+        """False when the cached access token of ``username`` will be used as it is (MSAL
+        refreshes 5 minutes before expiry, or after ``refresh_on``), so nothing is written."""
+        if force:
+            return True
+        homes = {account.get("home_account_id") for account in self.accounts(state, username)}
+        now = time.time()
+        for entry in state.get("AccessToken", {}).values():
+            if entry.get("home_account_id") not in homes:
+                continue
+            try:
+                expires = int(entry.get("expires_on", 0))
+                refresh_on = int(entry.get("refresh_on", expires))
+            except (TypeError, ValueError):
+                continue
+            if expires - now > 300 + 60 and refresh_on > now + 60:
+                return False
+        return True
 
     def save(self, cache: msal.SerializableTokenCache, reservation: fileutil.Reservation | None = None) -> None:
         if cache.has_state_changed:

@@ -166,6 +166,19 @@ def test_a_full_disk_after_a_refresh_is_75_and_keeps_the_old_cache(account: Acco
     assert again.returncode == 0, again.stderr  # the old cache still signs in
 
 
+def test_a_full_disk_with_a_valid_access_token_still_lists(account: Account, small_disk: SmallDisk) -> None:
+    account.env["MAILBOT_TOKEN_CACHE"] = str(small_disk.path / "token_cache.json")
+    account.login()  # an access token valid for an hour: nothing needs writing
+    account.seed(message(1))
+    assert account.run("list").returncode == 0  # the first run after login may tidy the caches
+    small_disk.fill()
+    account.idp.reset_counts()
+    result = account.run("list", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [e["subject"] for e in json.loads(result.stdout)] == ["message 1"]
+    assert account.idp.counts().get("total", 0) == 0
+
+
 def test_login_on_a_full_disk_is_75_before_any_code_is_shown(account: Account, small_disk: SmallDisk) -> None:
     account.env["MAILBOT_TOKEN_CACHE"] = str(small_disk.path / "token_cache.json")
     account.login()
