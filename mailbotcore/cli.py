@@ -112,7 +112,8 @@ def build_parser(program: str) -> argparse.ArgumentParser:
 
     fetch = command(
         "fetch",
-        "process each new message into a Maildir and/or a command: never skipped, at most one duplicate after a crash",
+        "process each new message into a Maildir and/or a command, at least once: never skipped, "
+        "at most one duplicate after a crash",
         _fetch,
     )
     _fetch_options(fetch)

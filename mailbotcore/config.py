@@ -206,7 +206,9 @@ def load_settings(
 
     def path(name: str) -> Path | None:
         value, base = lookup(name)
-        return (base / Path(value).expanduser()).resolve() if value else None
+        # Absolute, but symlinks are not resolved: a link where a cache should be is refused
+        # when it is opened (O_NOFOLLOW), not silently followed here.
+        return Path(os.path.abspath(base / Path(value).expanduser())) if value else None
 
     def number(name: str, default: float) -> float:
         value = text(name)

@@ -45,8 +45,13 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
+    """Secrets masked, and the line made safe for a terminal (``wire.text.clean_line``): log
+    lines carry server replies and message headers, which must not write escape sequences."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
+        from mailbotcore.wire.text import clean_line
+
+        record.msg = clean_line(redact(record.getMessage()))
         record.args = None
         return True
 

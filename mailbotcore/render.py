@@ -1,6 +1,8 @@
 """Results to output: text for people, one JSON document, or NDJSON (one object per line).
 
-The one place that formats what commands return. JSON field names come from the result
+The one place that formats what commands return. Text that came from outside (server
+replies, message headers, file names) is shown through ``wire.text.clean_line``; JSON is
+written with terminal-unsafe characters escaped (``wire.text.json_safe``). JSON field names come from the result
 dataclasses (``from_`` is written ``from``), so every command that shows a message uses
 the same names: ``uid``, ``folder``, ``date``, ``from``, ``from_address``, ``subject``,
 ``message_id``, ``size`` (README → Output formats lists them all).
@@ -29,6 +31,7 @@ from mailbotcore.results import (
     SendResult,
     SignInStatus,
 )
+from mailbotcore.wire.text import clean_line, json_safe
 
 TEXT, JSON, NDJSON = "text", "json", "ndjson"
 
@@ -85,7 +88,7 @@ class Renderer:
     def one(self, result: Any) -> None:
         if isinstance(result, Notice):
             if not self.quiet:
-                print(result.text, file=self.err, flush=True)
+                print(clean_line(result.text), file=self.err, flush=True)
             return
         if self.format != TEXT and not isinstance(result, (ReadResult,)):
             if isinstance(result, OutboxRecord) and result.status == "failed":
@@ -96,7 +99,7 @@ class Renderer:
         text(result)
 
     def _json(self, value: Any) -> None:
-        self.out.write(json.dumps(value, ensure_ascii=False) + "\n")
+        self.out.write(json_safe(json.dumps(value, ensure_ascii=False)) + "\n")
         self.out.flush()
 
     # -- text forms --------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class Renderer:
         else:
             print(result.text, file=self.out)
         for path in result.saved:
-            print(f"saved {path}", file=self.err)
+            print(f"saved {clean_line(str(path))}", file=self.err)
 
     def _text_SendResult(self, result: SendResult) -> None:
         if result.status == "dry-run":
@@ -132,10 +135,11 @@ class Renderer:
         if result.status == "failed":
             self._failed(result)
         else:
-            print(f"{result.status}: {result.file}", file=self.out, flush=True)
+            print(f"{result.status}: {clean_line(result.file)}", file=self.out, flush=True)
 
     def _failed(self, result: OutboxRecord) -> None:
-        print(f"failed: {result.file}: {(result.error or '').splitlines()[0]}", file=self.err, flush=True)
+        first = (result.error or "").splitlines()[0] if result.error else ""
+        print(f"failed: {clean_line(result.file)}: {clean_line(first)}", file=self.err, flush=True)
 
     def _text_SignInStatus(self, status: SignInStatus) -> None:
         expires = status.access_token_expires
@@ -172,7 +176,7 @@ class Renderer:
             print(f"{result.username} was not signed in.", file=self.out)
 
     def _text_Check(self, check: Check) -> None:
-        label = f"{check.status:<4} {check.label}"
-        print(label + (f": {check.detail}" if check.detail else ""), file=self.out, flush=True)
+        label = f"{check.status:<4} {clean_line(check.label)}"
+        print(label + (f": {clean_line(check.detail)}" if check.detail else ""), file=self.out, flush=True)
         if check.hint:
-            print(f"     hint: {check.hint}", file=self.out, flush=True)
+            print(f"     hint: {clean_line(check.hint)}", file=self.out, flush=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from mailbotcore.commands.options import FetchOptions
 from mailbotcore.config import Settings
-from mailbotcore.errors import OutputError, TemporaryFailure, UsageError
+from mailbotcore.errors import TemporaryFailure, UsageError
 from mailbotcore.mail import headers as messages
 from mailbotcore.net import imap as imap_client
 from mailbotcore.results import FetchedRecord, Notice
@@ -192,16 +192,12 @@ class Fetcher:
         summary = messages.summarize(new.uid, [], len(raw), header_block)
         path: str | None = None
         exit_status: int | None = None
+        local = maildir.to_local(raw)  # LF line endings, for the Maildir and the handler alike
         if self.options.maildir is not None:
             name = f"M{new.uid}V{self.uidvalidity}T{self.tag}.{self.host}"
-            try:
-                path = str(maildir.deliver(self.options.maildir, name, raw, new.internaldate))
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot deliver UID {new.uid} into the Maildir {self.options.maildir}: {exc.strerror or exc}"
-                ) from exc
+            path = str(maildir.deliver(self.options.maildir, name, local, new.internaldate))
         if self.options.exec_cmd:
-            exit_status = self.run_handler(new.uid, raw, summary)
+            exit_status = self.run_handler(new.uid, local, summary)
         log.info("processed UID %s (%d bytes)", new.uid, len(raw))
         return FetchedRecord(
             uid=new.uid,

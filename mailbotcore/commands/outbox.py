@@ -86,9 +86,8 @@ class Outbox:
         pacer = Pacer(self.settings.send_rate)
         with self.stack:
             for path in queue.queued(self.directory):
-                try:
-                    raw = path.read_bytes()
-                except FileNotFoundError:
+                raw = queue.read(path)
+                if raw is None:
                     continue  # taken by someone else meanwhile (should not happen under the lock)
                 sender, recipients, data = compose.envelope_from_raw(raw)
                 if not sender or not recipients:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mailbotcore.commands.options import SendOptions
 from mailbotcore.config import Settings
-from mailbotcore.errors import OutputError, UsageError
+from mailbotcore.errors import UsageError
 from mailbotcore.mail import compose
 from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import SendResult
@@ -80,7 +80,7 @@ def queue_message(directory: Path, outgoing: Outgoing) -> Path:
     try:
         fileutil.atomic_write(path, msg.as_bytes(policy=email.policy.SMTP), mode=0o600)
     except OSError as exc:
-        raise OutputError(f"cannot write into the queue {directory}: {exc.strerror or exc}") from exc
+        raise fileutil.os_failure(exc, "write into the queue", directory) from exc
     return path
 
 

@@ -235,8 +235,9 @@ def build_message(
     """Build an outgoing message and its envelope recipients (to+cc+bcc, deduplicated).
 
     Addresses are (name, addr) pairs or strings (parsed with parse_addresses). Bcc never
-    appears in the headers. Attachment files are read first; a missing or unreadable one
-    raises InputFileError. No recipients at all raises UsageError.
+    appears in the headers; without To the header is ``To: undisclosed-recipients:;``.
+    Attachment files are read first; a missing or unreadable one raises InputFileError.
+    No recipients at all raises UsageError.
     """
     files = _read_attachments(attachments)
     senders = _normalize(sender, "from")
@@ -254,6 +255,9 @@ def build_message(
     msg["From"] = _header_addresses(senders)
     if to_pairs:
         msg["To"] = _header_addresses(to_pairs)
+    else:
+        # Only Cc/Bcc: the usual empty group, so filters do not see a message without To.
+        msg["To"] = "undisclosed-recipients:;"
     if cc_pairs:
         msg["Cc"] = _header_addresses(cc_pairs)
     reply_pairs = _normalize(reply_to, "reply-to")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import contextlib
 import email.errors
 import email.policy
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.message import Message
 from email.parser import BytesParser
+
+from mailbotcore.wire.text import clean_line, clean_multiline, without_surrogates
 
 # Exceptions the email package has been seen to raise on hostile input; caught only
 # where the contract is "never raise".
@@ -59,10 +62,10 @@ _CHARSET_ALIASES = {
 # Charsets that promise ASCII but often carry 8-bit text: sniff instead of trusting them.
 _SNIFF_CHARSETS = {"", "us-ascii", "ascii", "unknown-8bit", "x-unknown", "unknown"}
 
-# Every C0/C1 control, DEL and the Unicode line/paragraph separators become a space.
-CONTROL_TO_SPACE = {c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
-# Same for bodies, but keep tab and newline.
-_BODY_CONTROLS = {c: r for c, r in CONTROL_TO_SPACE.items() if c not in (0x09, 0x0A)}
+# Codecs Python marks as text encodings that are no charset of mail: they interpret escape
+# sequences or punycode ("unicode_escape" turns the text "\\ud800" into a lone surrogate),
+# or exist only to fail. A label naming one is treated as unknown.
+_NOT_MAIL_CHARSETS = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined", "charmap"}
 
 _ESCAPED_SURROGATES = re.compile("[\udc80-\udcff]")
 OTHER_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -78,16 +81,36 @@ def _decode_sniffed(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset, falling back to sniffing when it is unknown."""
+def text_codec(charset: str | None) -> str | None:
+    """The Python codec for a mail charset label, or None when it names no text encoding.
+
+    Only codecs ``codecs`` marks as text encodings (bytes to str) count, so "base64",
+    "rot13", "zlib" or "uu" are unknown; so are the Python-specific ones above.
+    """
     name = (charset or "").strip().strip('"').lower()
     if name in _SNIFF_CHARSETS:
-        return _decode_sniffed(data)
+        return None
     name = _CHARSET_ALIASES.get(name, name)
     try:
-        return data.decode(name, errors="replace")
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_MAIL_CHARSETS:
+        return None
+    return info.name
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset, falling back to sniffing when it is unknown.
+
+    The result never holds a lone surrogate (a UTF-7 decoder can produce them).
+    """
+    name = text_codec(charset)
+    if name is None:
+        return _decode_sniffed(data)
+    try:
+        return without_surrogates(data.decode(name, errors="replace"))
     except (LookupError, UnicodeError, ValueError, TypeError):
-        # Unknown or non-text codec ("base64", "undefined"...).
         return _decode_sniffed(data)
 
 
@@ -100,14 +123,13 @@ def from_surrogates(value: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """One display line: controls become spaces, whitespace runs collapse."""
-    return " ".join(text.translate(CONTROL_TO_SPACE).split())
+    """One display line (``wire.text.clean_line``): no controls, bidi controls or surrogates."""
+    return clean_line(text)
 
 
 def clean_body(text: str) -> str:
-    """Body text for a terminal: normalised newlines, no escape sequences or NULs."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.translate(_BODY_CONTROLS)
+    """Body text for a terminal (``wire.text.clean_multiline``): LF newlines, tab, nothing else unsafe."""
+    return clean_multiline(text)
 
 
 def _b_decode(text: str) -> bytes:

@@ -17,7 +17,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from mailbotcore.mail.headers import (
-    CONTROL_TO_SPACE,
     HEADER_PARSER,
     OTHER_SURROGATES,
     PARSE_ERRORS,
@@ -28,6 +27,7 @@ from mailbotcore.mail.headers import (
     first_headers,
     from_surrogates,
 )
+from mailbotcore.wire.text import clean_line
 
 # ---------------------------------------------------------------------------
 # HTML to text
@@ -204,12 +204,36 @@ def _content_type(part: Message) -> str:
         return "application/octet-stream"
 
 
+def _raw_param(part: Message, header: str, key: str) -> str | tuple[str | None, str | None, str] | None:
+    """A MIME parameter as written, RFC 2231 parts joined and unquoted, no codec run.
+
+    The default policy's header parsing decodes RFC 2231 and RFC 2047 values with any
+    Python codec a sender names; a compat32 holder keeps them raw for ``decode_bytes``.
+    """
+    raw = first_headers(part).get(header)
+    if raw is None:
+        return None
+    holder = Message()
+    holder[header] = raw
+    value = holder.get_param(key, None, header)
+    return value if isinstance(value, (str, tuple)) else None
+
+
 def _filename(part: Message) -> str | None:
     try:
-        name = part.get_filename()
+        value = _raw_param(part, "content-disposition", "filename")
+        if value is None:
+            value = _raw_param(part, "content-type", "name")
     except PARSE_ERRORS:
         return None
-    return (decode_header(name) or None) if name else None
+    if isinstance(value, tuple):
+        charset, _language, text = value
+        try:
+            data = text.encode("latin-1", "surrogateescape")  # %XX unquoted as latin-1
+        except UnicodeError:
+            return clean_line(from_surrogates(text)) or None
+        return clean_line(decode_bytes(data, charset)) or None
+    return (decode_header(value) or None) if value else None
 
 
 def _disposition(part: Message) -> str | None:
@@ -347,8 +371,6 @@ def format_readable(msg: ReadableMessage) -> str:
 # ---------------------------------------------------------------------------
 
 _UNSAFE_NAME_CHARS = re.compile(r'[<>:"|?*]')
-# Bidi overrides let "invoice\u202efdp.exe" display as "invoiceexe.pdf".
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f]")
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
 _MAX_NAME_BYTES = 200
 _MAX_EXT_CHARS = 16
@@ -368,14 +390,14 @@ def _cap_bytes(text: str, limit: int) -> str:
 def safe_filename(name: str | None, fallback: str) -> str:
     """A safe base name for saving a hostile attachment name; ``fallback`` when nothing is left.
 
-    Strips directories, controls, bidi overrides and leading dots (no hidden files, no
+    Strips directories, controls, bidi controls (``wire.text``: "invoice\u202efdp.exe"
+    would display as "invoiceexe.pdf") and leading dots (no hidden files, no
     ".."), replaces Windows-reserved characters, and caps the UTF-8 length at 200 bytes
     keeping the extension.
     """
     if not name:
         return fallback
-    name = OTHER_SURROGATES.sub("_", from_surrogates(name))
-    name = _BIDI_CONTROLS.sub("", name.translate(CONTROL_TO_SPACE))
+    name = clean_line(OTHER_SURROGATES.sub("_", from_surrogates(name)))
     name = re.split(r"[/\\]", name)[-1]
     name = _UNSAFE_NAME_CHARS.sub("_", name)
     name = name.strip().lstrip(".").rstrip(". ")  # Windows drops trailing dots and spaces

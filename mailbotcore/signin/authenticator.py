@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from mailbotcore import logs
 from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.results import SignInStatus
-from mailbotcore.signin.cache import TokenCacheFile, discovery_only, merge_account, remove_account
+from mailbotcore.signin.cache import TokenCacheFile, http_cache_to_json, merge_account, remove_account
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
+from mailbotcore.store.files import Reservation
 
 if TYPE_CHECKING:
     import msal
@@ -112,7 +112,9 @@ class Authenticator:
                 return None
             cache = self.store.to_cache(state)
             http_cache = self.store.load_http_cache()
-            before = pickle.dumps(discovery_only(http_cache))
+            before = http_cache_to_json(http_cache)
+            # A full disk stops here, before a refresh token is spent (not when the cached token serves).
+            reservation = self.store.reserve() if self.store.may_refresh(state, self.username, force_refresh) else None
             try:
                 app = self._app(cache, http_cache)
                 accounts = app.get_accounts(username=self.username)
@@ -122,7 +124,11 @@ class Authenticator:
                     lambda: app.acquire_token_silent_with_error(SCOPES, accounts[0], force_refresh=force_refresh)
                 )
             finally:
-                self.store.save(cache)
+                try:
+                    self.store.save(cache, reservation)
+                finally:
+                    if reservation is not None:
+                        reservation.discard()
                 self.store.save_http_cache(http_cache, before)
         if result and "access_token" in result:
             log.info("access token from %s", "cache" if result.get("token_source") == "cache" else "refresh")
@@ -202,7 +208,22 @@ class Authenticator:
         with self.store.lock():
             cache = self.store.to_cache(self.store.read_state())
             http_cache = self.store.load_http_cache()
-        before = pickle.dumps(discovery_only(http_cache))
+        before = http_cache_to_json(http_cache)
+        # Room for the new tokens, taken before the sign-in: a full disk must not cost a sign-in.
+        reservation = self.store.reserve()
+        try:
+            return self._device_flow_into(reservation, cache, http_cache, before)
+        finally:
+            if reservation is not None:
+                reservation.discard()
+
+    def _device_flow_into(
+        self,
+        reservation: Reservation | None,
+        cache: msal.SerializableTokenCache,
+        http_cache: dict[Any, Any],
+        before: bytes,
+    ) -> str:
         app = self._app(cache, http_cache)
         flow = self._call(lambda: app.initiate_device_flow(scopes=SCOPES))
         if "user_code" not in flow:
@@ -235,7 +256,7 @@ class Authenticator:
         home_account_id = self._home_account_id(cache)
         with self.store.lock():
             disk = self.store.read_state()
-            self.store.write_state(merge_account(disk, json.loads(cache.serialize()), home_account_id))
+            self.store.write_state(merge_account(disk, json.loads(cache.serialize()), home_account_id), reservation)
             self.store.save_http_cache(http_cache, before)
         return str(result["access_token"])
 

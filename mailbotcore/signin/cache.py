@@ -7,15 +7,15 @@ account's entries are merged into what is on disk, so other accounts are kept.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import logging
-import os
-import pickle
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailbotcore.errors import SignInRequired
+from mailbotcore.errors import SignInRequired, TemporaryFailure
 from mailbotcore.store import files as fileutil
 
 if TYPE_CHECKING:
@@ -40,18 +40,22 @@ class TokenCacheFile:
         )
 
     def read_state(self) -> dict[str, Any]:
-        """The cache as JSON; {} when there is none. Corrupt files are an error, never discarded."""
-        fileutil.check_private(self.path, "token cache")
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        """The cache as JSON; {} when there is none. Corrupt files are an error, never discarded.
+
+        Read through an ``O_NOFOLLOW`` descriptor checked for owner, type and mode: a symlink,
+        a directory or another user's file is refused (78), never chmodded or renamed."""
+        data = fileutil.read_private(self.path, "token cache")
+        if data is None:
             return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SignInRequired(f"cannot read the token cache {self.path}: {exc}") from exc
         try:
+            text = data.decode("utf-8")
             state = json.loads(text) if text.strip() else {}
             if not isinstance(state, dict):
                 raise ValueError("not a JSON object")
+            for section, entries in state.items():
+                # MSAL's format: each section maps keys to objects.
+                if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+                    raise ValueError(f"{section!r} is not a map of entries")
         except ValueError as exc:
             raise SignInRequired(
                 f"the token cache {self.path} is corrupt ({exc}); it was left untouched",
@@ -68,36 +72,83 @@ class TokenCacheFile:
             cache.deserialize(json.dumps(state))
         return cache
 
-    def save(self, cache: msal.SerializableTokenCache) -> None:
+    def reserve(self) -> fileutil.Reservation | None:
+        """Room on disk for saving the cache after a refresh, taken before the refresh (75 if
+        there is none: the old refresh token is then not spent, the cache stays usable).
+
+        None when the folder cannot take a file for another reason (read-only, say): then the
+        save after a refresh, if one is needed, reports that."""
+        try:
+            size = self.path.lstat().st_size
+        except OSError:
+            size = 0
+        try:
+            return fileutil.Reservation(self.path, size + 64 * 1024)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
+            log.debug("no room reserved for the token cache %s: %s", self.path, exc)
+            return None
+
+    def may_refresh(self, state: dict[str, Any], username: str, force: bool) -> bool:
+        """False when the cached access token of ``username`` will be used as it is (MSAL
+        refreshes 5 minutes before expiry, or after ``refresh_on``), so nothing is written."""
+        if force:
+            return True
+        homes = {account.get("home_account_id") for account in self.accounts(state, username)}
+        now = time.time()
+        for entry in state.get("AccessToken", {}).values():
+            if entry.get("home_account_id") not in homes:
+                continue
+            try:
+                expires = int(entry.get("expires_on", 0))
+                refresh_on = int(entry.get("refresh_on", expires))
+            except (TypeError, ValueError):
+                continue
+            if expires - now > 300 + 60 and refresh_on > now + 60:
+                return False
+        return True
+
+    def save(self, cache: msal.SerializableTokenCache, reservation: fileutil.Reservation | None = None) -> None:
         if cache.has_state_changed:
-            self.write_state(json.loads(cache.serialize()))
+            self.write_state(json.loads(cache.serialize()), reservation)
             cache.has_state_changed = False
 
-    def write_state(self, state: dict[str, Any]) -> None:
-        fileutil.atomic_write(self.path, json.dumps(state, indent=1, sort_keys=True).encode())
+    def write_state(self, state: dict[str, Any], reservation: fileutil.Reservation | None = None) -> None:
+        """Atomically (into ``reservation`` when given); on a full disk the old cache stays as
+        it was and the run exits 75."""
+        data = json.dumps(state, indent=1, sort_keys=True).encode()
+        if reservation is None:
+            fileutil.write_private(self.path, data, "token cache")
+            return
+        try:
+            reservation.commit(data)
+        except OSError as exc:
+            raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
 
     def load_http_cache(self) -> dict[Any, Any]:
-        """MSAL's http_cache (tenant discovery and throttling hints, no tokens); {} when unusable.
+        """MSAL's http_cache (tenant discovery documents, no tokens, no errors); {} when unusable.
 
-        It is a pickle, so it is only loaded from a private file of ours."""
-        try:
-            info = self.http_cache_path.stat()
-            if info.st_uid != os.getuid() or info.st_mode & 0o077:
-                log.warning("ignoring %s: not a private file of this user", self.http_cache_path)
-                return {}
-            with self.http_cache_path.open("rb") as handle:
-                loaded = pickle.load(handle)
-            return loaded if isinstance(loaded, dict) else {}
-        except FileNotFoundError:
+        JSON, never a pickle (see :func:`http_cache_to_json`), read like the token cache: a
+        symlink, a directory or another user's file there is refused (78). Content that does
+        not parse (an old pickle, damage) is cheap to fetch again: it is ignored."""
+        data = fileutil.read_private(self.http_cache_path, "MSAL http cache")
+        if data is None:
             return {}
-        except Exception as exc:  # a damaged cache of cheap data: start afresh
-            log.debug("ignoring unreadable http cache %s: %s", self.http_cache_path, exc)
+        try:
+            return http_cache_from_json(data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            log.debug("ignoring unusable http cache %s: %s", self.http_cache_path, exc)
             return {}
 
     def save_http_cache(self, http_cache: dict[Any, Any], before: bytes) -> None:
-        data = pickle.dumps(discovery_only(http_cache))
+        """Only when it changed; a failure to save this cache of public documents is a warning."""
+        data = http_cache_to_json(http_cache)
         if data != before:
-            fileutil.atomic_write(self.http_cache_path, data)
+            try:
+                fileutil.write_private(self.http_cache_path, data, "MSAL http cache")
+            except TemporaryFailure as exc:
+                log.warning("%s (it is fetched again next time)", exc.message)
 
     @staticmethod
     def accounts(state: dict[str, Any], username: str) -> list[dict[str, Any]]:
@@ -124,6 +175,68 @@ def discovery_only(http_cache: dict[Any, Any]) -> dict[Any, Any]:
     heapq.heapify(heap)
     kept["_index_"] = (heap, {key: timestamps[key] for key in kept})
     return kept
+
+
+def http_cache_to_json(http_cache: dict[Any, Any]) -> bytes:
+    """The discovery entries of MSAL's http_cache as JSON: URL key, status, text, headers, times.
+
+    MSAL keeps ``NormalizedResponse`` objects there; only what they carry is written."""
+    kept = discovery_only(http_cache)
+    index = kept.get("_index_")
+    timestamps = index[1] if index else {}
+    entries = {}
+    for key, value in kept.items():
+        if key == "_index_" or key not in timestamps:
+            continue
+        status, text = getattr(value, "status_code", None), getattr(value, "text", None)
+        headers = getattr(value, "headers", {})
+        if not (isinstance(status, int) and isinstance(text, str) and isinstance(headers, dict)):
+            continue
+        expires_at, created_at = timestamps[key]
+        entries[key] = {
+            "status_code": status,
+            "text": text,
+            "headers": {str(k): str(v) for k, v in headers.items()},
+            "expires_at": int(expires_at),
+            "created_at": int(created_at),
+        }
+    return json.dumps({"version": 1, "entries": entries}, sort_keys=True).encode()
+
+
+def http_cache_from_json(data: bytes) -> dict[Any, Any]:
+    """MSAL's http_cache rebuilt from :func:`http_cache_to_json`; only well-formed discovery
+    (GET, 2xx) entries are taken. Raises ValueError/TypeError on anything else."""
+    from msal.throttled_http_client import NormalizedResponse
+
+    doc = json.loads(data.decode("utf-8"))
+    if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("entries"), dict):
+        raise ValueError("not a mailbot http cache")
+    cache: dict[Any, Any] = {}
+    heap: list[list[Any]] = []
+    timestamps: dict[str, list[int]] = {}
+    for key, entry in doc["entries"].items():
+        if not (isinstance(key, str) and key.startswith("GET ") and isinstance(entry, dict)):
+            raise ValueError(f"unexpected entry {key!r}")
+        status, text, headers = entry.get("status_code"), entry.get("text"), entry.get("headers")
+        expires_at, created_at = entry.get("expires_at"), entry.get("created_at")
+        if not (
+            type(status) is int
+            and 200 <= status < 300
+            and isinstance(text, str)
+            and isinstance(headers, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+            and type(expires_at) is int
+            and type(created_at) is int
+        ):
+            raise ValueError(f"malformed entry {key!r}")
+        response = type("_Stored", (), {"status_code": status, "text": text, "headers": headers})()
+        cache[key] = NormalizedResponse(response)
+        heap.append([expires_at, created_at, key])
+        timestamps[key] = [expires_at, created_at]
+    if cache:
+        heapq.heapify(heap)
+        cache["_index_"] = (heap, timestamps)
+    return cache
 
 
 def _account_entries(state: dict[str, Any], home_account_id: str) -> dict[str, dict[str, Any]]:

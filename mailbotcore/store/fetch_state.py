@@ -40,12 +40,18 @@ class StateFile:
         self.lock_path = state_dir / f"{base}.lock"
 
     def load(self) -> FetchState | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            return FetchState(int(data["uidvalidity"]), int(data["last_uid"]), data.get("last_internaldate"))
-        except FileNotFoundError:
+        """The saved state; None when there is none. Read like every file of ours
+        (``files.read_private``: no symlink, a regular file of this user)."""
+        raw = fileutil.read_private(self.path, "fetch state")
+        if raw is None:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            last_internaldate = data.get("last_internaldate")
+            if last_internaldate is not None and not isinstance(last_internaldate, (int, float)):
+                raise ValueError("last_internaldate is not a number")
+            return FetchState(int(data["uidvalidity"]), int(data["last_uid"]), last_internaldate)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # Never guess: a lost state would replay or skip mail.
             raise ConfigError(
                 f"the fetch state {self.path} is unreadable ({exc}); it was left as it is",
@@ -53,4 +59,6 @@ class StateFile:
             ) from exc
 
     def save(self, state: FetchState) -> None:
-        fileutil.atomic_write(self.path, json.dumps(asdict(state)).encode(), mode=0o600)
+        """Atomically; a full disk is one line and exit 75, the previous state kept."""
+        fileutil.make_dirs(self.path.parent, "the state folder")
+        fileutil.write_private(self.path, json.dumps(asdict(state)).encode(), "fetch state")

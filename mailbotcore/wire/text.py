@@ -35,3 +35,17 @@ def clean_multiline(text: str) -> str:
     """Body text: newlines normalised to LF, tab kept, every other control and bidi control removed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return without_surrogates(text).translate(_BODY_UNSAFE)
+
+
+# What JSON (ensure_ascii=False) would write raw although a terminal acts on it or a strict
+# UTF-8 encoder refuses it: DEL, C1 controls, line/paragraph separators, bidi controls and
+# lone surrogates. JSON itself escapes C0 controls.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff" + BIDI_CONTROLS + "]")
+
+
+def json_safe(document: str) -> str:
+    """A JSON document with the characters above written as ``\\uXXXX`` escapes.
+
+    The data stays exactly what it was for a JSON reader; only a terminal showing the
+    document cannot be steered by it."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -20,6 +22,11 @@ def message(n: int, size: int = 0) -> bytes:
         f"From: Sender {n} <s{n}@example.org>\r\nTo: t@example.com\r\nSubject: message {n}\r\n"
         f"Message-ID: <m{n}@example.org>\r\nDate: Fri, 27 Nov 2026 10:{n % 60:02d}:00 +0000\r\n\r\n"
     ).encode() + body
+
+
+def local(raw: bytes) -> bytes:
+    """What a Maildir holds (and --exec gets): LF line endings."""
+    return raw.replace(b"\r\n", b"\n")
 
 
 def maildir_messages(maildir: Path) -> list[bytes]:
@@ -79,7 +86,7 @@ def test_first_run_takes_nothing_old_then_each_new_message_once(signed_in: Accou
     records = [json.loads(line) for line in second.stdout.splitlines()]
     assert [r["subject"] for r in records] == ["message 10", "message 11"]
     assert records[0]["from"] == "Sender 10" and records[0]["folder"] == "INBOX"
-    assert sorted(maildir_messages(maildir)) == sorted([message(10), message(11)])  # byte for byte
+    assert sorted(maildir_messages(maildir)) == sorted([local(message(10)), local(message(11))])  # byte for byte
     assert all(Path(r["path"]).parent == maildir / "new" for r in records)
 
     signed_in.seed(message(12))
@@ -129,7 +136,7 @@ def test_handler_failure_stops_at_that_message_and_is_retried(signed_in: Account
     retry = signed_in.run("fetch", "--exec", "./handler.sh")
     assert retry.returncode == 0, retry.stderr
     assert handled_uids(handler) == [third_uid, third_uid + 1, third_uid + 2]
-    assert (handler / f"{third_uid}.eml").read_bytes() == message(7)
+    assert (handler / f"{third_uid}.eml").read_bytes() == local(message(7))
 
 
 def test_handler_timeout_is_75_and_kills_it(signed_in: Account, handler: Path) -> None:
@@ -244,7 +251,7 @@ def test_large_message_is_fetched_with_bounded_memory(signed_in: Account) -> Non
     big = message(1, size=30 * 1024 * 1024)
     signed_in.seed(big)
     peak = peak_rss_of_fetch(signed_in, maildir)
-    assert big in maildir_messages(maildir)
+    assert local(big) in maildir_messages(maildir)
     grown = peak - baseline
     assert grown < 3 * len(big), f"{grown / 1e6:.0f} MB more for a {len(big) / 1e6:.0f} MB message"
     print(f"baseline {baseline / 1e6:.0f} MB, peak {peak / 1e6:.0f} MB, message {len(big) / 1e6:.0f} MB")
@@ -272,3 +279,130 @@ def test_each_folder_and_account_has_its_own_state(signed_in: Account, handler: 
     states = sorted(p.name for p in signed_in.home.glob("fetch-*.json"))
     assert len(states) == 2, states
     assert all(address.split("@")[0] in name for name in states)
+
+
+ENV_HANDLER = """\
+import json, os, sys
+uid = os.environ["MAILBOT_UID"]
+logdir = os.environ["LOGDIR"]
+with open(os.path.join(logdir, uid + ".eml"), "wb") as out:
+    out.write(sys.stdin.buffer.read())
+env = {k: v for k, v in os.environ.items() if k.startswith("MAILBOT_")}
+with open(os.path.join(logdir, uid + ".env.json"), "w", encoding="utf-8") as out:
+    json.dump(env, out, ensure_ascii=False)
+"""
+
+UNSAFE = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069") | {
+    chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]
+}
+
+
+def test_every_corpus_message_is_fetched_as_json_and_through_exec(signed_in: Account) -> None:
+    """Hostile charsets, surrogates and bidi controls: fetch --json and --exec deliver all of them."""
+    from tests.support.corpus import malformed_corpus
+
+    corpus = malformed_corpus()
+    for _, raw in corpus:
+        signed_in.seed(raw)
+    logdir = signed_in.home / "handled"
+    logdir.mkdir()
+    script = signed_in.home / "env_handler.py"
+    script.write_text(ENV_HANDLER)
+    signed_in.env["LOGDIR"] = str(logdir)
+    maildir = signed_in.home / "Mail"
+    result = signed_in.run(
+        "fetch", "--backfill", str(len(corpus)), "--json", "--maildir", str(maildir), "--exec", f"python3 {script}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    result.stdout_bytes.decode("utf-8")  # strict: no surrogate reached stdout
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["uid"] for r in records] == list(range(1, len(corpus) + 1))
+    assert [r["exit_status"] for r in records] == [0] * len(corpus)
+    by_name = {name: records[uid - 1] for uid, (name, _) in enumerate(corpus, 1)}
+    assert by_name["unicode_escape_charset_subject"]["subject"] == "\\ud800 x"
+    assert by_name["bidi_override_subject"]["subject"] == "invoicefdp.exe"
+    assert (by_name["bidi_display_name"]["from"], by_name["bidi_display_name"]["from_address"]) == (
+        "Bank moc.evil",
+        "phish@example.net",
+    )
+    for record in records:
+        for key in ("subject", "from", "from_address", "message_id"):
+            assert not set(record[key] or "") & UNSAFE, (record["uid"], key, record[key])
+    for uid, (name, raw) in enumerate(corpus, 1):
+        env = json.loads((logdir / f"{uid}.env.json").read_text(encoding="utf-8"))
+        assert env["MAILBOT_UID"] == str(uid)
+        assert env["MAILBOT_SUBJECT"] == records[uid - 1]["subject"], name
+        for key in ("MAILBOT_SUBJECT", "MAILBOT_FROM", "MAILBOT_FROM_ADDRESS"):
+            assert not set(env[key]) & UNSAFE, (name, key, env[key])
+        handed = (logdir / f"{uid}.eml").read_bytes()
+        [stored] = [p for p in (maildir / "new").iterdir() if f".M{uid}V" in p.name]
+        # The handler gets the Maildir's bytes: LF line endings (Dovecot serves a NUL as 0x80).
+        served = re.sub(rb"\r?\n", b"\n", raw.replace(b"\x00", b"\x80"))
+        assert handed == stored.read_bytes() == served, name
+
+
+def test_maildir_files_are_lf_and_0600_in_an_open_maildir_and_exec_gets_the_same_bytes(
+    signed_in: Account, handler: Path
+) -> None:
+    maildir = signed_in.home / "Mail"
+    for sub in ("", "cur", "new", "tmp"):
+        (maildir / sub).mkdir(mode=0o755)
+        os.chmod(maildir / sub, 0o755)  # noqa: S103 - an existing Maildir others may list
+    assert signed_in.run("fetch", "--maildir", str(maildir)).returncode == 0
+    signed_in.seed(message(1))
+    old_umask = os.umask(0)  # the child inherits it: 0600 must not depend on the umask
+    try:
+        result = signed_in.run("fetch", "--maildir", str(maildir), "--exec", "./handler.sh")
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result.stderr
+    [stored] = list((maildir / "new").iterdir())
+    assert stored.read_bytes() == local(message(1))
+    assert b"\r" not in stored.read_bytes()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    [uid] = handled_uids(handler)
+    assert (handler / f"{uid}.eml").read_bytes() == stored.read_bytes()
+
+
+def _rewind_state(account: Account, uid: int) -> None:
+    """What a crash after delivery and before the state save leaves: the state one message back."""
+    [state_path] = account.home.glob("fetch-*.json")
+    state = json.loads(state_path.read_text())
+    state["last_uid"] = uid - 1
+    state_path.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("where", ["new", "cur"])
+def test_a_redelivery_after_a_crash_is_recognised_in_new_and_in_cur_with_flags(signed_in: Account, where: str) -> None:
+    maildir = signed_in.home / "Mail"
+    assert signed_in.run("fetch", "--maildir", str(maildir)).returncode == 0
+    signed_in.seed(message(1))
+    first = signed_in.run("fetch", "--maildir", str(maildir), "--json")
+    assert first.returncode == 0, first.stderr
+    [record] = [json.loads(line) for line in first.stdout.splitlines()]
+    delivered = Path(record["path"])
+    if where == "cur":  # a mail reader saw it and marked it read
+        delivered = delivered.rename(maildir / "cur" / (delivered.name + ":2,S"))
+    _rewind_state(signed_in, record["uid"])
+    again = signed_in.run("fetch", "--maildir", str(maildir), "--json", "-v")
+    assert again.returncode == 0, again.stderr
+    [second] = [json.loads(line) for line in again.stdout.splitlines()]
+    assert second["uid"] == record["uid"] and second["path"] == str(delivered)
+    assert "is already delivered (re-run after a crash); not delivering it twice" in again.stderr
+    files = [p for sub in ("new", "cur", "tmp") for p in (maildir / sub).iterdir()]
+    assert files == [delivered]
+    assert delivered.read_bytes() == local(message(1))
+
+
+def test_a_redelivery_to_a_handler_carries_the_same_uid_pair(signed_in: Account, handler: Path) -> None:
+    """What a duplicate looks like for a script (README): the same MAILBOT_UIDVALIDITY and MAILBOT_UID."""
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    signed_in.seed(message(1))
+    first = signed_in.run("fetch", "--exec", "./handler.sh", "--json")
+    [uid] = handled_uids(handler)
+    _rewind_state(signed_in, uid)
+    again = signed_in.run("fetch", "--exec", "./handler.sh", "--json")
+    assert again.returncode == 0, again.stderr
+    assert handled_uids(handler) == [uid, uid]
+    assert [json.loads(line)["uid"] for line in (first.stdout + again.stdout).splitlines()] == [uid, uid]

@@ -20,6 +20,8 @@ from tests.conftest import Account, Result
 from tests.support.corpus import malformed_corpus
 from tests.support.mailservers import MailServers
 
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
 KEYS = {"uid", "date", "from", "from_address", "to", "subject", "size", "flags", "seen", "message_id"}
 
 
@@ -231,11 +233,23 @@ def test_malformed_corpus_lists_and_reads(signed_in: Account) -> None:
     assert by_name["no_from"]["from"] == ""
     assert by_name["duplicate_subject_from"]["subject"] == "first"
     assert by_name["encoded_display_name"]["from"] == "Jürgen Müller"
+    # Hostile charsets are unknown charsets; surrogates and bidi controls never reach the JSON.
+    assert by_name["unicode_escape_charset_subject"]["subject"] == "\\ud800 x"
+    assert by_name["utf7_lone_surrogate_subject"]["subject"] == "a\ufffdb"
+    assert by_name["bidi_override_subject"]["subject"] == "invoicefdp.exe"
+    assert by_name["bidi_display_name"]["from"] == "Bank moc.evil"
+    assert by_name["bidi_display_name"]["from_address"] == "phish@example.net"
+    unsafe = set(BIDI_CONTROLS) | {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000)]}
+    for entry in entries:
+        for key in ("from", "from_address", "to", "subject", "message_id"):
+            assert not set(entry[key] or "") & unsafe, (entry["uid"], key, entry[key])
 
     text = signed_in.run("list", "-n", "100")
     assert text.returncode == 0, text.stderr
     assert len(text.stdout.splitlines()) == len(corpus)  # CR/LF in a subject never splits a line
-    assert "\x1b" not in text.stdout and "\x07" not in text.stdout
+    assert "\x1b" not in text.stdout and "\x07" not in text.stdout and "\x9b" not in text.stdout
+    assert not set(text.stdout) & set(BIDI_CONTROLS)
+    text.stdout_bytes.decode("utf-8")  # strict: no surrogate was written
 
     def read(uid: int) -> tuple[int, Result]:
         return uid, signed_in.run("read", str(uid))
@@ -249,7 +263,24 @@ def test_malformed_corpus_lists_and_reads(signed_in: Account) -> None:
     ]
     assert failed == []
     assert all(r.stdout for _, r in results)
-    assert set(disk_flags(servers, address)) == {""}  # 46 reads later, still all unread
+    for _, r in results:
+        assert "\x1b" not in r.stdout and "\x9b" not in r.stdout and not set(r.stdout) & set(BIDI_CONTROLS)
+    uid_of = {name: uid for uid, (name, _) in enumerate(corpus, 1)}
+    by_uid = dict(results)
+    assert "Subject: \\ud800 x\n" in by_uid[uid_of["unicode_escape_charset_subject"]].stdout
+    assert "\n\\ud800 \\x1b[2J \\u202e body\n" in by_uid[uid_of["unicode_escape_charset_body"]].stdout
+    assert "  invoicefdp.exe (2 B, application/octet-stream)\n" in by_uid[uid_of["bidi_attachment_name"]].stdout
+    assert set(disk_flags(servers, address)) == {""}  # all those reads later, still all unread
+
+
+def test_a_bidi_attachment_name_is_saved_as_shown(signed_in: Account) -> None:
+    signed_in.seed(dict(malformed_corpus())["bidi_attachment_name"])
+    target = signed_in.home / "att"
+    result = signed_in.run("read", "1", "--save-attachments", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "  invoicefdp.exe (2 B, application/octet-stream)\n" in result.stdout
+    assert [p.name for p in target.iterdir()] == ["invoicefdp.exe"]
+    assert f"saved {target / 'invoicefdp.exe'}" in result.stderr
 
 
 def test_ten_thousand_messages_newest_20_with_one_fetch(signed_in: Account) -> None:

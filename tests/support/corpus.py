@@ -184,6 +184,100 @@ def _mime() -> list[tuple[str, bytes]]:
     ]
 
 
+# Python codecs that are not text encodings of mail, or are Python-specific: a charset label
+# naming one must be treated as unknown (sniffed), never run.
+HOSTILE_CHARSETS = (
+    "unicode_escape",
+    "raw_unicode_escape",
+    "base64",
+    "rot13",
+    "uu",
+    "zlib",
+    "hex",
+    "quopri",
+    "bz2",
+    "idna",
+    "punycode",
+    "undefined",
+    "charmap",
+)
+
+
+def _hostile() -> list[tuple[str, bytes]]:
+    """Hostile charsets, surrogates and bidi/terminal controls (issue 11 items 1 and 11)."""
+    items = [
+        _with_subject(f"{name}_charset_subject", b"=?" + name.encode() + b"?q?=5Cud800_x?=")
+        for name in HOSTILE_CHARSETS
+    ]
+    items += [
+        _simple(
+            f"{name}_charset_body",
+            DATE + FROM + TO + b"Subject: " + name.encode() + b" body\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=" + name.encode() + b"\r\nContent-Transfer-Encoding: 8bit\r\n",
+            b"\\ud800 \\x1b[2J \\u202e body\r\n",
+        )
+        for name in HOSTILE_CHARSETS
+    ]
+    items += [
+        # UTF-7 is a real charset, and its decoder yields lone surrogates for "+2AA-".
+        _with_subject("utf7_lone_surrogate_subject", b"=?utf-7?q?a+2AA-b?="),
+        _simple(
+            "utf7_lone_surrogate_body",
+            DATE + FROM + TO + b"Subject: utf7 body\r\nContent-Type: text/plain; charset=utf-7\r\n",
+            b"a+2AA-b\r\n",
+        ),
+        _with_subject("utf16_lone_surrogate_word", b"=?utf-16-le?b?" + base64.b64encode(b"a\x00\x00\xd8b\x00") + b"?="),
+        _with_subject("raw_surrogate_bytes_subject", b"sur\xed\xa0\x80rogate"),
+        _with_subject("bidi_override_subject", _b("invoice\u202efdp.exe", "utf-8")),
+        _with_subject("bidi_isolates_subject", _b("a\u2066b\u2067c\u2068d\u2069e\u061cf\u200eg\u200fh", "utf-8")),
+        _with_subject("c1_csi_subject", _b("c1\u009b2J\u0085next", "utf-8")),
+        _with_subject("osc52_subject", b"=?utf-8?Q?clip=1B]52;c;ZXZpbA=3D=3D=07board?="),
+        _simple(
+            "bidi_display_name",
+            DATE
+            + b"From: "
+            + _b("Bank\u202e moc.evil", "utf-8")
+            + b" <phish@example.net>\r\n"
+            + TO
+            + b"Subject: x\r\n",
+        ),
+        _simple(
+            "bidi_body",
+            DATE + FROM + TO + b"Subject: bidi body\r\nContent-Type: text/plain; charset=utf-8\r\n",
+            "left \u202eright\u202c \u2066iso\u2069 \x1b]52;c;eA==\x07 \u009b2J end\r\n".encode(),
+        ),
+        _multipart(
+            "bidi_attachment_name",
+            b"multipart/mixed",
+            [
+                b"Content-Type: text/plain\r\n\r\ninvoice attached",
+                b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment;\r\n"
+                b" filename*=utf-8''invoice%E2%80%AEfdp.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nTVo=",
+            ],
+        ),
+        _multipart(
+            "unicode_escape_attachment_name",
+            b"multipart/mixed",
+            [
+                b"Content-Type: text/plain\r\n\r\nsee name",
+                b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment;\r\n"
+                b" filename*=unicode_escape''%5Cud800%5Cu202etxt.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nTVo=",
+            ],
+        ),
+        _multipart(
+            "encoded_word_attachment_name",
+            b"multipart/mixed",
+            [
+                b"Content-Type: text/plain\r\n\r\nsee name",
+                b"Content-Type: application/octet-stream\r\n"
+                b'Content-Disposition: attachment; filename="=?unicode_escape?q?=5Cud800.bin?="\r\n'
+                b"Content-Transfer-Encoding: base64\r\n\r\nTVo=",
+            ],
+        ),
+    ]
+    return items
+
+
 def malformed_corpus() -> list[tuple[str, bytes]]:
     """(name, raw message) pairs: malformed or exotic messages, names unique."""
-    return _header_charsets() + _raw_headers() + _mime()
+    return _header_charsets() + _raw_headers() + _mime() + _hostile()
