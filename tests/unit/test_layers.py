@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mailbotcore"
 ALLOWED = {
     "errors": set(),
     "results": {"errors"},
-    "logs": set(),
+    "logs": {"wire"},
     "wire": {"errors", "results"},
     "config": {"errors"},
     "store": {"errors", "results", "wire"},
