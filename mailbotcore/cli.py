@@ -338,10 +338,15 @@ def _send(args: argparse.Namespace, settings: Any) -> int:
         queue=Path(args.queue) if args.queue else None,
     )
     needs_signin = not (options.dry_run or options.queue)
-    provider = _signin(settings).provider if needs_signin else None
-    result = sending.send(options, settings, provider)
+    auth = _signin(settings) if needs_signin else None
+    provider = auth.provider if auth else None
+    result = sending.send(options, settings, provider, auth.provider_for if auth else None)
     if options.dry_run:
+        from mailbotcore.commands.transport import choose
+
         print(f"envelope: from {result.sender} to {', '.join(result.recipients)}", file=sys.stderr)
+        choice = choose(settings)
+        print(f"transport: {choice.via} ({choice.reason})", file=sys.stderr)
     _renderer(args).one(result)
     return errors.EX_OK
 
@@ -390,7 +395,8 @@ def _outbox(args: argparse.Namespace, settings: Any) -> int:
 
     options = OutboxOptions(directory=Path(args.directory), wait=args.wait)
     fmt = render.NDJSON if args.json else render.TEXT
-    _renderer(args, fmt).stream(outbox.send_queued(options, settings, _signin(settings).provider))
+    auth = _signin(settings)
+    _renderer(args, fmt).stream(outbox.send_queued(options, settings, auth.provider, auth.provider_for))
     return errors.EX_OK
 
 
