@@ -128,10 +128,15 @@ def build_parser(program: str) -> argparse.ArgumentParser:
     )
     outbox.add_argument("--json", action="store_true", help="print one JSON object per message")
 
-    command(
+    doctor = command(
         "doctor",
         "check configuration, sign-in, IMAP and SMTP step by step (sends nothing)",
         _doctor,
+    )
+    doctor.add_argument(
+        "--retest-smtp",
+        action="store_true",
+        help="try SMTP AUTH again although sending went to Microsoft Graph; back to SMTP if it works",
     )
     return parser
 
@@ -405,7 +410,7 @@ def _doctor(args: argparse.Namespace, settings: Any) -> int:
 
     renderer = _renderer(args)
     first_failure: errors.MailbotError | None = None
-    for check in doctor.run_checks(settings, _signin):
+    for check in doctor.run_checks(settings, _signin, retest_smtp=args.retest_smtp):
         renderer.one(check)
         if check.error is not None and first_failure is None:
             first_failure = check.error
