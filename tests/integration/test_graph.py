@@ -47,9 +47,22 @@ def graph(graph_session: GraphStandIn) -> Iterator[GraphStandIn]:
 
 
 @pytest.fixture
-def via_graph(signed_in: Account, graph: GraphStandIn) -> Account:
-    signed_in.env |= {"OUTLOOK_GRAPH_URL": graph.base_url, "OUTLOOK_SEND_VIA": "graph"}
-    return signed_in
+def via_graph(account: Account, graph: GraphStandIn) -> Account:
+    """Signed in with OUTLOOK_SEND_VIA=graph (login then also caches a Graph token)."""
+    account.env |= {"OUTLOOK_GRAPH_URL": graph.base_url, "OUTLOOK_SEND_VIA": "graph"}
+    account.login()
+    account.idp.reset_counts()
+    return account
+
+
+@pytest.fixture
+def auto(account: Account, graph: GraphStandIn) -> Account:
+    """Signed in with the default OUTLOOK_SEND_VIA=auto."""
+    account.env.pop("OUTLOOK_SEND_VIA")
+    account.env |= {"OUTLOOK_GRAPH_URL": graph.base_url}
+    account.login()
+    account.idp.reset_counts()
+    return account
 
 
 @pytest.fixture
@@ -265,71 +278,71 @@ def test_ten_megabyte_attachment_goes_through_an_upload_session(
 
 
 def test_auto_falls_back_after_535_5_7_139_and_remembers_it(
-    signed_in: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
+    auto: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
 ) -> None:
     peer = ScriptedSmtp(ca.issue_cert("localhost", "127.0.0.1"), auth=[CHALLENGE, AUTH_OFF])
     scripted_peer.append(peer)
     env = at(peer.port) | {"OUTLOOK_GRAPH_URL": graph.base_url}
-    signed_in.env |= env
-    first = signed_in.run("send", "--to", signed_in.address, "--body", "one")
+    auto.env |= env
+    first = auto.run("send", "--to", auto.address, "--body", "one")
     assert first.returncode == 0, first.stderr
     assert (
-        f"note: SMTP server localhost port {peer.port} (as {signed_in.address}) refused the sign-in: {AUTH_OFF}: "
+        f"note: SMTP server localhost port {peer.port} (as {auto.address}) refused the sign-in: {AUTH_OFF}: "
         "SMTP AUTH is disabled; sending through Microsoft Graph, now and from now on "
         '(re-test SMTP with "python mailbot.py doctor --retest-smtp")'
     ) in first.stderr.splitlines()
     assert len([line for line in peer.lines if line.startswith("AUTH")]) == 1
     assert peer.messages == []
     assert graph.counts() == {"sendMail": 1}
-    (state,) = signed_in.home.glob("send-via-*.json")
+    (state,) = auto.home.glob("send-via-*.json")
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert json.loads(state.read_text())["via"] == "graph"
     lines_before = len(peer.lines)
 
-    dry = signed_in.run("send", "--dry-run", "--to", signed_in.address, "--body", "x")
+    dry = auto.run("send", "--dry-run", "--to", auto.address, "--body", "x")
     assert re.search(
         r"^transport: graph \(OUTLOOK_SEND_VIA=auto, and SMTP AUTH was refused on \d{4}-", dry.stderr, re.M
     )
-    second = signed_in.run("send", "--to", signed_in.address, "--body", "two")
+    second = auto.run("send", "--to", auto.address, "--body", "two")
     assert second.returncode == 0, second.stderr
     assert len(peer.lines) == lines_before  # no SMTP connection at all
     assert graph.counts() == {"sendMail": 2}
-    assert len(delivered(signed_in, count=2)) == 2
+    assert len(delivered(auto, count=2)) == 2
 
-    doctor = signed_in.run("doctor")
+    doctor = auto.run("doctor")
     assert (
         "send transport" in doctor.stdout and "graph: OUTLOOK_SEND_VIA=auto, and SMTP AUTH was refused" in doctor.stdout
     )
     assert len(peer.lines) == lines_before  # doctor does not retry SMTP unless asked
     # SMTP works again (the real Postfix): --retest-smtp goes back to it.
-    retest = signed_in.run(
+    retest = auto.run(
         "doctor",
         "--retest-smtp",
-        env={"OUTLOOK_SMTP_PORT": str(signed_in.servers.submission_port), "OUTLOOK_SMTP_TLS": "starttls"},
+        env={"OUTLOOK_SMTP_PORT": str(auto.servers.submission_port), "OUTLOOK_SMTP_TLS": "starttls"},
     )
     assert "SMTP AUTH works again: sending goes back to SMTP" in retest.stdout, retest.stdout + retest.stderr
     assert not state.exists()
 
 
 def test_auto_falls_back_on_550_5_7_30_at_mail_from(
-    signed_in: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
+    auto: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
 ) -> None:
     reply = "550 5.7.30 Basic authentication is not supported for Client Submission."
     peer = ScriptedSmtp(ca.issue_cert("localhost", "127.0.0.1"), mail=[reply])
     scripted_peer.append(peer)
-    signed_in.env |= at(peer.port) | {"OUTLOOK_GRAPH_URL": graph.base_url}
-    result = signed_in.run("send", "--to", signed_in.address, "--body", "x")
+    auto.env |= at(peer.port) | {"OUTLOOK_GRAPH_URL": graph.base_url}
+    result = auto.run("send", "--to", auto.address, "--body", "x")
     assert result.returncode == 0, result.stderr
     assert peer.messages == [] and graph.counts() == {"sendMail": 1}
 
 
 def test_smtp_setting_never_falls_back(
-    signed_in: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
+    auto: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp]
 ) -> None:
     peer = ScriptedSmtp(ca.issue_cert("localhost", "127.0.0.1"), auth=[CHALLENGE, AUTH_OFF])
     scripted_peer.append(peer)
-    signed_in.env |= at(peer.port) | {"OUTLOOK_GRAPH_URL": graph.base_url, "OUTLOOK_SEND_VIA": "smtp"}
-    result = signed_in.run("send", "--to", signed_in.address, "--body", "x")
+    auto.env |= at(peer.port) | {"OUTLOOK_GRAPH_URL": graph.base_url, "OUTLOOK_SEND_VIA": "smtp"}
+    result = auto.run("send", "--to", auto.address, "--body", "x")
     assert result.returncode == 69
     assert graph.counts() == {}
 
