@@ -535,5 +535,6 @@ def test_outbox_of_50_over_graph_paced_each_delivered_once(
     assert min(gaps[1:]) >= 60 / rate - 0.01
     assert sends[-1].at - sends[0].at >= 48 * 60 / rate
     assert graph.max_in_flight == 1  # one request per mailbox at a time (Graph allows 4)
+    assert graph.connections == 1  # one kept-alive HTTPS connection for the whole run
     arrived = delivered(via_graph, count=50)
     assert sorted(str(parse(raw)["Message-ID"]) for raw in arrived) == sorted(ids)

@@ -30,7 +30,7 @@ doing the work), ``allow_send_as(login, address)``, ``clear()``. Routes: "sendMa
 "createDraft", "patch", "attachments", "createUploadSession", "upload", "send", "sentitems",
 "delete". Inspection: ``requests`` (route, method, path, time, user), ``counts()``,
 ``sent`` (internetMessageIds in Sent Items per mailbox), ``deliveries`` (recipients, bytes),
-``max_in_flight``.
+``max_in_flight``, ``connections`` (TLS connections).
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class GraphStandIn:
         self.drafts: dict[str, Draft] = {}
         self.uploads: dict[str, Upload] = {}
         self.max_in_flight = 0
+        self.connections = 0  # TLS connections accepted
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._faults: list[_Fault] = []
         self._send_as: dict[str, set[str]] = {}
@@ -152,6 +153,7 @@ class GraphStandIn:
             self.deliveries.clear()
             self.received_mime.clear()
             self.max_in_flight = 0
+            self.connections = 0
 
     def fail_next(
         self,
@@ -508,6 +510,8 @@ def _make_handler(stand_in: GraphStandIn) -> type[BaseHTTPRequestHandler]:
                 self.connection.do_handshake()  # type: ignore[attr-defined]
             except (OSError, ssl.SSLError):
                 return
+            with stand_in.lock:
+                stand_in.connections += 1
             with contextlib.suppress(OSError, ssl.SSLError):
                 super().handle()
 
