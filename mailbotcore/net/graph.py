@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
+from mailbotcore import logs
 from mailbotcore.config import Settings
 from mailbotcore.errors import MailbotError, OutcomeUnknown, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.mail import compose
@@ -113,6 +114,8 @@ class GraphSession:
             json=wire.upload_session_body(name, len(content), content_type),
         ).json()
         url = str(session["uploadUrl"])
+        # Graph's upload URL carries a temporary credential in its query: never in a log line.
+        logs.register_secret(url.split("?", 1)[1] if "?" in url else url.rsplit("/", 1)[-1])
         for first, last in wire.chunks(len(content)):
             headers = {
                 "Content-Type": "application/octet-stream",
@@ -184,8 +187,15 @@ class _Context:
                 refreshed = True
                 continue
             if isinstance(error, wire.Throttled):
-                if final and response.status_code == 504 and self.arrived():
-                    return response  # the gateway timed out but the message went out
+                if final and response.status_code == 504:
+                    # A gateway timeout after the request was taken: it may have gone out.
+                    started = time.monotonic()
+                    found = self.lookup_until_found()
+                    if found is True:
+                        return response
+                    if found is None:
+                        raise self.unknown(step, "HTTP 504 Gateway Timeout")
+                    deadline += time.monotonic() - started
                 wait = error.retry_after if error.retry_after is not None else 2.0
                 if time.monotonic() + wait > deadline:
                     if error.retry_after is not None:
@@ -236,14 +246,14 @@ class _Context:
                 f"{where} did not answer to {step} ({failure}); Sent Items has no message {self.message_id}, "
                 "so it was not sent"
             )
-        raise OutcomeUnknown(
-            f"{where} did not answer to {step} ({failure}) after the message was handed over, and Sent Items "
-            f"could not be checked: whether {self.message_id} was sent is unknown",
+        raise self.unknown(step, failure)
+
+    def unknown(self, step: str, failure: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"{self.graph.where} did not answer to {step} ({failure}) after the message was handed over, and "
+            f"Sent Items could not be checked: whether {self.message_id} was sent is unknown",
             hint=f"look for {self.message_id} in Sent Items before sending it again",
         )
-
-    def arrived(self) -> bool:
-        return self.lookup_until_found() is True
 
     def lookup_until_found(self) -> bool | None:
         """True: in Sent Items. False: confirmed absent (asked until the time budget was used). None: cannot tell."""

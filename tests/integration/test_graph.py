@@ -458,6 +458,10 @@ def test_dropped_after_graph_took_it_is_sent_once(via_graph: Account, graph: Gra
     graph.drop_next("sendMail", processed=True)
     result = via_graph.run("send", "--to", via_graph.address, "--body", "once", env={"MAILBOT_TIMEOUT": "3"})
     assert result.returncode == 0, result.stderr
+    assert (
+        f"WARNING: Microsoft Graph {graph.base_url} did not answer to sendMail (Remote end closed connection without "
+        "response), but the message is in Sent Items: sent"
+    ) in result.stderr.splitlines()
     assert graph.counts() == {"sendMail": 1, "sentitems": 1}
     assert len(delivered(via_graph)) == 1
     time.sleep(0.5)
@@ -538,3 +542,62 @@ def test_outbox_of_50_over_graph_paced_each_delivered_once(
     assert graph.connections == 1  # one kept-alive HTTPS connection for the whole run
     arrived = delivered(via_graph, count=50)
     assert sorted(str(parse(raw)["Message-ID"]) for raw in arrived) == sorted(ids)
+
+
+def test_504_is_looked_up_before_the_retry_and_sent_once(via_graph: Account, graph: GraphStandIn) -> None:
+    graph.fail_next("sendMail", 504, "GatewayTimeout", "The gateway did not receive a response.", retry_after="0")
+    send(via_graph, "--to", via_graph.address, "--body", "504", env={"MAILBOT_TIMEOUT": "2"})
+    routes = [(r.route, r.status) for r in graph.requests]
+    assert routes[0] == ("sendMail", 504) and routes[-1] == ("sendMail", 202)
+    assert {route for route, _ in routes[1:-1]} == {"sentitems"}  # absent, confirmed before resending
+    assert len(delivered(via_graph)) == 1
+
+
+def test_outbox_in_auto_mode_falls_back_for_the_whole_queue(
+    auto: Account, graph: GraphStandIn, ca: trustme.CA, scripted_peer: list[ScriptedSmtp], tmp_path: Path
+) -> None:
+    peer = ScriptedSmtp(ca.issue_cert("localhost", "127.0.0.1"), auth=[CHALLENGE, AUTH_OFF])
+    scripted_peer.append(peer)
+    auto.env |= at(peer.port)
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    for n in range(3):
+        assert auto.run("send", "--queue", str(queue), "--to", auto.address, "--body", f"q{n}").returncode == 0
+    result = auto.run("outbox", str(queue))
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in peer.lines if line.startswith("AUTH")]) == 1  # SMTP tried once
+    assert graph.counts() == {"sendMail": 3}
+    assert len(list((queue / "sent").glob("*.eml"))) == 3
+    assert len(delivered(auto, count=3)) == 3
+
+
+def test_doctor_in_graph_mode_checks_the_graph_token(via_graph: Account, graph: GraphStandIn) -> None:
+    result = via_graph.run("doctor")
+    lines = result.stdout.splitlines()
+    assert (
+        "SKIP SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2: OUTLOOK_SEND_VIA=graph: SMTP is not used for sending"
+        in lines
+    )
+    assert "OK   send transport: graph: OUTLOOK_SEND_VIA=graph" in lines
+    assert (
+        f"OK   Microsoft Graph token (Mail.Send, Mail.ReadWrite) for {graph.base_url}: a Graph access token was issued"
+        in lines
+    )
+    assert graph.counts() == {}  # doctor sends nothing
+
+
+def test_no_token_or_upload_credential_in_verbose_output(
+    via_graph: Account, graph: GraphStandIn, tmp_path: Path
+) -> None:
+    (tmp_path / "big.bin").write_bytes(random.Random(5).randbytes(4 * 1024 * 1024))
+    hidden = f"vv{os.getpid()}x{time.monotonic_ns()}@example.com"
+    via_graph.servers.add_user(hidden)
+    result = via_graph.run("-vv", "send", "--to", via_graph.address, "--bcc", hidden,
+                           "--body", "x", "--attach", str(tmp_path / "big.bin"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "graph: draft + 1 Bcc + 1 uploaded attachment(s)" in result.stderr
+    tokens = [t.token for t in via_graph.idp.access_tokens] + [t.token for t in via_graph.idp.refresh_tokens]
+    for token in tokens:
+        assert token not in result.stderr and token[-20:] not in result.stderr
+    for key in graph.uploads:
+        assert key not in result.stderr
