@@ -87,7 +87,8 @@ class Doctor:
             else:
                 self.smtp_checks(auth)
             yield
-        self.graph_checks(auth if signed_in else None)
+        if config_ok:
+            self.graph_checks(auth if signed_in else None)
         yield
 
     def smtp_checks(self, auth: Authenticator) -> None:
@@ -107,7 +108,7 @@ class Doctor:
 
     def graph_checks(self, auth: Authenticator | None) -> None:
         choice = transport.choose(self.settings)
-        self.checks.append(Check("OK", "send transport", f"{choice.via}: {choice.reason}"))
+        self.check("send transport", lambda: f"{choice.via}: {choice.reason}")
         if choice.via != "graph":
             return
         label = f"Microsoft Graph token (Mail.Send, Mail.ReadWrite) for {self.settings.graph_url}"

@@ -151,13 +151,14 @@ class _Context:
         graph, settings = self.graph, self.graph.settings
         url = path if path.startswith("https://") else graph.base + path
         deadline = time.monotonic() + settings.timeout
-        refreshed = False
+        refreshed = refresh = False
         while True:
             sent_headers = dict(headers or {})
             if body is not None and "Content-Type" not in sent_headers:
                 sent_headers["Content-Type"] = "text/plain"
             if bearer:
-                sent_headers["Authorization"] = "Bearer " + self.provider(force_refresh=refreshed)
+                sent_headers["Authorization"] = "Bearer " + self.provider(force_refresh=refresh)
+                refresh = False
             outcome = self._exchange(method, url, body, json, sent_headers)
             if outcome.tls is not None:
                 raise ServiceRefused(f"TLS certificate of {graph.where} could not be verified: {outcome.tls}", CA_HINT)
@@ -184,7 +185,7 @@ class _Context:
                 return response
             if isinstance(error, SignInRequired) and bearer and not refreshed:
                 log.info("graph: token refused (401); refreshing once")
-                refreshed = True
+                refreshed = refresh = True
                 continue
             if isinstance(error, wire.Throttled):
                 if final and response.status_code == 504:

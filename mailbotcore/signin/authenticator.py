@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from mailbotcore import logs
 from mailbotcore.config import Settings
-from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.net.http import http_session as _http_session
 from mailbotcore.results import SignInStatus
 from mailbotcore.signin.cache import TokenCacheFile, discovery_only, merge_account, remove_account
@@ -231,13 +231,15 @@ class Authenticator:
         try:
             self.graph_provider()(force_refresh=True)
             return
-        except SignInRequired as exc:
+        except MailbotError as exc:
+            if self.settings.send_via == "auto":
+                # auto needs Graph only once SMTP AUTH turns out to be off: say so, do not fail the sign-in.
+                print(f"note: {exc.message}; sending through Graph needs it", file=self.out, flush=True)
+                if exc.hint:
+                    print(f"hint: {exc.hint}", file=self.out, flush=True)
+                return
             if "AADSTS65001" not in exc.message:
                 raise
-            if self.settings.send_via == "auto":
-                print(f"note: {exc.message}; sending through Graph needs it", file=self.out, flush=True)
-                print(f"hint: {exc.hint}", file=self.out, flush=True)
-                return
         print("Microsoft Graph (OUTLOOK_SEND_VIA=graph) needs your consent to Mail.Send:", file=self.out, flush=True)
         self._tokens[tuple(GRAPH_SCOPES)] = self._device_flow(GRAPH_SCOPES)
 
