@@ -308,6 +308,7 @@ def test_auto_falls_back_after_535_5_7_139_and_remembers_it(
     assert len(peer.lines) == lines_before  # no SMTP connection at all
     assert graph.counts() == {"sendMail": 2}
     assert len(delivered(auto, count=2)) == 2
+    assert auto.idp.counts().get("total", 0) == 0  # both tokens were cached by login
 
     doctor = auto.run("doctor")
     assert (
