@@ -513,7 +513,6 @@ def test_rejected_token_is_refreshed_once_and_the_send_succeeds(account: Account
 
 
 def test_token_rejected_again_after_refresh_is_77(account: Account) -> None:
-    account.env["OUTLOOK_SEND_VIA"] = "smtp"  # else login's second token (for Graph) takes the 2nd poison
     account.idp.poison_next_access_tokens(2)
     account.login()
     account.idp.reset_counts()
