@@ -152,8 +152,8 @@ class Authenticator:
         code = aadsts_code(result)
         if scopes is not None and code == 65001:
             raise SignInRequired(
-                f"Microsoft Graph refused a token for {self.username}: the permission {' and '.join(scopes)} "
-                f"was not granted (AADSTS65001)",
+                f"Microsoft Graph refused a token for {self.username}: {_permissions(scopes)} not granted "
+                "(AADSTS65001)",
                 hint=GRAPH_CONSENT_HINT.format(login=self.settings.command("login")),
             )
         if result.get("error") in ("invalid_grant", "interaction_required") or code in SIGN_IN_AGAIN:
@@ -336,6 +336,13 @@ class Authenticator:
             if homes:
                 self.store.write_state(state)
             return bool(homes), None
+
+
+def _permissions(scopes: list[str]) -> str:
+    """ "the permission X was" / "the permissions X and Y were", for one error line."""
+    if len(scopes) == 1:
+        return f"the permission {scopes[0]} was"
+    return f"the permissions {', '.join(scopes[:-1])} and {scopes[-1]} were"
 
 
 def _reason(exc: BaseException) -> str:

@@ -187,8 +187,8 @@ def test_missing_graph_consent_names_the_permission_then_login_asks_for_it(
     result = account.run("send", "--to", account.address, "--body", "x")
     assert result.returncode == 77, result.stderr
     assert error_lines(result.stderr) == [
-        f"error: Microsoft Graph refused a token for {account.address}: the permission Mail.Send and "
-        "Mail.ReadWrite was not granted (AADSTS65001)",
+        f"error: Microsoft Graph refused a token for {account.address}: the permissions Mail.Send and "
+        "Mail.ReadWrite were not granted (AADSTS65001)",
         "hint: add the Microsoft Graph delegated permissions Mail.Send and Mail.ReadWrite to the app registration "
         "(Entra admin center > App registrations > API permissions > Add a permission > Microsoft Graph > "
         'Delegated), grant consent, then run "python mailbot.py login"',
