@@ -129,10 +129,15 @@ def build_parser(program: str) -> argparse.ArgumentParser:
     )
     outbox.add_argument("--json", action="store_true", help="print one JSON object per message")
 
-    command(
+    doctor = command(
         "doctor",
         "check configuration, sign-in, IMAP and SMTP step by step (sends nothing)",
         _doctor,
+    )
+    doctor.add_argument(
+        "--retest-smtp",
+        action="store_true",
+        help="try SMTP AUTH again although sending went to Microsoft Graph; back to SMTP if it works",
     )
     return parser
 
@@ -339,10 +344,15 @@ def _send(args: argparse.Namespace, settings: Any) -> int:
         queue=Path(args.queue) if args.queue else None,
     )
     needs_signin = not (options.dry_run or options.queue)
-    provider = _signin(settings).provider if needs_signin else None
-    result = sending.send(options, settings, provider)
+    auth = _signin(settings) if needs_signin else None
+    provider = auth.provider if auth else None
+    result = sending.send(options, settings, provider, auth.provider_for if auth else None)
     if options.dry_run:
+        from mailbotcore.commands.transport import choose
+
         print(f"envelope: from {result.sender} to {', '.join(result.recipients)}", file=sys.stderr)
+        choice = choose(settings)
+        print(f"transport: {choice.via} ({choice.reason})", file=sys.stderr)
     _renderer(args).one(result)
     return errors.EX_OK
 
@@ -391,7 +401,8 @@ def _outbox(args: argparse.Namespace, settings: Any) -> int:
 
     options = OutboxOptions(directory=Path(args.directory), wait=args.wait)
     fmt = render.NDJSON if args.json else render.TEXT
-    _renderer(args, fmt).stream(outbox.send_queued(options, settings, _signin(settings).provider))
+    auth = _signin(settings)
+    _renderer(args, fmt).stream(outbox.send_queued(options, settings, auth.provider, auth.provider_for))
     return errors.EX_OK
 
 
@@ -400,7 +411,7 @@ def _doctor(args: argparse.Namespace, settings: Any) -> int:
 
     renderer = _renderer(args)
     first_failure: errors.MailbotError | None = None
-    for check in doctor.run_checks(settings, _signin):
+    for check in doctor.run_checks(settings, _signin, retest_smtp=args.retest_smtp):
         renderer.one(check)
         if check.error is not None and first_failure is None:
             first_failure = check.error

@@ -37,6 +37,8 @@ SETTINGS_HELP = {
     "MAILBOT_MAX_MESSAGE_MB": "a number of megabytes from 0.001 to 1024, e.g. 25",
     "MAILBOT_SEND_RATE": "messages per minute, a number from 0.01 to 100000, e.g. 30",
     "MAILBOT_ACCOUNT": "an account name: letters, digits, '.', '_' or '-', e.g. MAILBOT_ACCOUNT=work",
+    "OUTLOOK_SEND_VIA": "smtp, graph or auto (default auto: SMTP, and Microsoft Graph when SMTP AUTH is disabled)",
+    "OUTLOOK_GRAPH_URL": "an https URL, default https://graph.microsoft.com",
 }
 # Finite, sane ranges: a timeout of 1e10 s is a hang, a send rate of 1e-300 a sleep forever.
 NUMBER_BOUNDS = {
@@ -72,6 +74,8 @@ class Settings:
     account: str | None = None
     config_home: Path | None = None
     env_searched: tuple[Path, ...] = ()
+    send_via: str = "auto"
+    graph_url: str = "https://graph.microsoft.com"
 
     def command(self, words: str) -> str:
         """A command line to suggest in a hint, spelled the way the user started mailbot."""
@@ -289,4 +293,20 @@ def load_settings(
         account=account,
         config_home=config_home,
         env_searched=(cwd / ".env", config_home / ".env") if env_path is None else (),
+        send_via=_send_via(text("OUTLOOK_SEND_VIA")),
+        graph_url=_graph_url(text("OUTLOOK_GRAPH_URL")),
     )
+
+
+def _send_via(value: str | None) -> str:
+    via = (value or "auto").lower()
+    if via not in ("smtp", "graph", "auto"):
+        raise _malformed("OUTLOOK_SEND_VIA", value or "")
+    return via
+
+
+def _graph_url(value: str | None) -> str:
+    url = value or "https://graph.microsoft.com"
+    if not re.fullmatch(r"https://[^/\s]+/?", url):
+        raise _malformed("OUTLOOK_GRAPH_URL", url)
+    return url.rstrip("/")

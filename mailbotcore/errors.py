@@ -77,6 +77,16 @@ class ServiceRefused(MailbotError):
     exit_code = EX_UNAVAILABLE
 
 
+class SmtpAuthDisabled(ServiceRefused):
+    """Raised when Exchange says SMTP AUTH is switched off (535 5.7.139, 550 5.7.30): nothing was
+    sent, and Microsoft Graph may still send it (OUTLOOK_SEND_VIA=auto)."""
+
+
+class OutcomeUnknown(ServiceRefused):
+    """Raised when the connection broke after the request was written and the server could not
+    say whether the message arrived: never sent again automatically."""
+
+
 class RecipientsRefused(ServiceRefused):
     """Raised when the server permanently refused some recipients; ``accepted`` got the message,
     ``deferred`` were refused only for now (worth another try)."""

@@ -206,6 +206,9 @@ def account(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: 
         "MAILBOT_CA_BUNDLE": str(ca_pem),
         "MAILBOT_TIMEOUT": "10",
         "MAILBOT_SEND_RATE": "6000",
+        # SMTP only unless a test says otherwise (tests/integration/test_graph.py): with the default
+        # "auto", login also asks for a Graph token and a scripted 535 5.7.139 would go to Graph.
+        "OUTLOOK_SEND_VIA": "smtp",
     }
     return Account(address, home, env, servers, idp)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
+from mailbotcore.commands import transport
 from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignInRequired
 from mailbotcore.net import imap as imap_client
@@ -26,9 +27,10 @@ PLACEHOLDERS = {
 
 
 class Doctor:
-    def __init__(self, settings: Settings, signin: Callable[..., Authenticator]) -> None:
+    def __init__(self, settings: Settings, signin: Callable[..., Authenticator], retest_smtp: bool = False) -> None:
         self.settings = settings
         self.signin = signin
+        self.retest_smtp = retest_smtp
         self.checks: list[Check] = []
 
     def check(self, label: str, action: Callable[[], str | None]) -> bool:
@@ -80,9 +82,41 @@ class Doctor:
             if service == "IMAP":
                 self.check("IMAP XOAUTH2 sign-in and LIST", functools.partial(self.imap_login, auth))
             else:
-                label = "SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2"
-                self.check(label, functools.partial(self.smtp_login, auth))
+                self.smtp_checks(auth)
             yield
+        if config_ok:
+            self.graph_checks(auth if signed_in else None)
+        yield
+
+    def smtp_checks(self, auth: Authenticator) -> None:
+        label = "SMTP STARTTLS/TLS, certificate and AUTH XOAUTH2"
+        choice = transport.choose(self.settings)
+        remembered = self.settings.send_via == "auto" and choice.via == "graph"
+        if remembered and not self.retest_smtp:
+            retest = self.settings.command("doctor --retest-smtp")
+            self.skip(label, f'sending goes through Microsoft Graph (SMTP AUTH was refused); re-test with "{retest}"')
+            return
+        if self.settings.send_via == "graph":
+            self.skip(label, "OUTLOOK_SEND_VIA=graph: SMTP is not used for sending")
+            return
+        if self.check(label, functools.partial(self.smtp_login, auth)) and remembered:
+            transport.state(self.settings).forget()
+            self.checks.append(Check("OK", "SMTP re-tested", "SMTP AUTH works again: sending goes back to SMTP"))
+
+    def graph_checks(self, auth: Authenticator | None) -> None:
+        choice = transport.choose(self.settings)
+        self.check("send transport", lambda: f"{choice.via}: {choice.reason}")
+        if choice.via != "graph":
+            return
+        label = f"Microsoft Graph token (Mail.Send, Mail.ReadWrite) for {self.settings.graph_url}"
+        if auth is None:
+            self.skip(label, "not signed in")
+            return
+        self.check(label, lambda: self.graph_token(auth))
+
+    def graph_token(self, auth: Authenticator) -> str:
+        auth.graph_provider()()
+        return "a Graph access token was issued"
 
     def configuration(self) -> str:
         s = self.settings
@@ -134,6 +168,7 @@ class Doctor:
             return f"{version}, signed in as {self.settings.mailbox_user}"
 
 
-def run_checks(settings: Settings, signin: Callable[..., Authenticator]) -> Iterator[Check]:
-    """Every check in order; ``signin(settings, interactive=False)`` builds the sign-in once."""
-    return Doctor(settings, signin).run()
+def run_checks(settings: Settings, signin: Callable[..., Authenticator], retest_smtp: bool = False) -> Iterator[Check]:
+    """Every check in order; ``signin(settings, interactive=False)`` builds the sign-in once.
+    ``retest_smtp``: try SMTP even when ``auto`` remembered Graph, and forget Graph if it works."""
+    return Doctor(settings, signin, retest_smtp).run()

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from mailbotcore.commands.options import OutboxOptions
+from mailbotcore.commands.transport import GraphProviders, Transport
 from mailbotcore.config import Settings
 from mailbotcore.errors import (
     BadInputError,
@@ -61,26 +62,25 @@ def crlf(data: bytes) -> bytes:
 class Outbox:
     """One run over the queue: one SMTP connection, messages in order, each sent or set aside."""
 
-    def __init__(self, options: OutboxOptions, settings: Settings, provider: TokenProvider) -> None:
+    def __init__(
+        self,
+        options: OutboxOptions,
+        settings: Settings,
+        provider: TokenProvider,
+        graph_providers: GraphProviders | None = None,
+    ) -> None:
         self.settings = settings
         self.directory = options.directory
         self.provider = provider
+        # SMTP or Microsoft Graph (OUTLOOK_SEND_VIA), one message at a time: never more than one
+        # request per mailbox in flight (Graph allows 4), paced by the same Pacer either way.
         self.stack = ExitStack()
-        self.session: smtp_client.SmtpSession | None = None
-        self.connections = 0
+        self.transport = self.stack.enter_context(Transport(settings, provider, graph_providers))
         self.failed = 0
 
-    def connect(self) -> smtp_client.SmtpSession:
-        if self.session is None:
-            self.session = self.stack.enter_context(smtp_client.connect(self.settings, self.provider))
-            self.connections += 1
-        return self.session
-
-    def reconnect(self) -> smtp_client.SmtpSession:
-        self.stack.close()
-        self.stack = ExitStack()
-        self.session = None
-        return self.connect()
+    @property
+    def connections(self) -> int:
+        return self.transport.connections
 
     def run(self) -> Iterator[OutboxRecord]:
         pacer = Pacer(self.settings.send_rate)
@@ -100,14 +100,14 @@ class Outbox:
                 yield self.send_one(path, sender, recipients, crlf(data))
 
     def send_one(self, path: Path, sender: str, recipients: list[str], data: bytes) -> OutboxRecord:
-        session = self.connect()
         try:
             try:
-                session.send(sender, recipients, data)
+                self.transport.send(sender, recipients, data)
             except smtp_client.NotStarted:
                 # The server closed an idle connection before this transaction: nothing was sent.
                 log.info("connection closed by the server; reconnecting")
-                self.reconnect().send(sender, recipients, data)
+                self.transport.reconnect()
+                self.transport.send(sender, recipients, data)
         except RecipientsRefused as exc:
             if exc.accepted:  # accepted for some: it is sent, never send it again
                 target = queue.move(path, "sent")
@@ -130,16 +130,21 @@ class Outbox:
         return OutboxRecord(path.name, "failed", str(target), reason)
 
 
-def send_queued(options: OutboxOptions, settings: Settings, provider: TokenProvider) -> Iterator[OutboxRecord]:
+def send_queued(
+    options: OutboxOptions,
+    settings: Settings,
+    provider: TokenProvider,
+    graph_providers: GraphProviders | None = None,
+) -> Iterator[OutboxRecord]:
     """Send every queued message, yielding what became of each; refusals raise at the end."""
     directory = options.directory
     if not directory.is_dir():
         raise InputFileError(f"the queue folder {directory} does not exist")
     busy = f"another outbox run is sending from {directory}"
     with fileutil.FileLock(directory / ".outbox.lock", options.wait, busy):
-        box = Outbox(options, settings, provider)
+        box = Outbox(options, settings, provider, graph_providers)
         yield from box.run()
-    log.info("outbox: %d connection(s)", box.connections)
+    log.info("outbox: %d connection(s) over %s", box.connections, box.transport.via)
     if box.failed:
         raise ServiceRefused(
             f"{box.failed} message(s) were refused by the server",

@@ -17,10 +17,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from mailbotcore.commands.options import SendOptions
+from mailbotcore.commands.transport import GraphProviders, Transport
 from mailbotcore.config import Settings
 from mailbotcore.errors import UsageError
 from mailbotcore.mail import compose
-from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import SendResult
 from mailbotcore.store import files as fileutil
 from mailbotcore.wire.sasl import TokenProvider
@@ -84,8 +84,16 @@ def queue_message(directory: Path, outgoing: Outgoing) -> Path:
     return path
 
 
-def send(options: SendOptions, settings: Settings, provider: TokenProvider | None) -> SendResult:
-    """Send the message now, queue it (``options.queue``) or only build it (``options.dry_run``)."""
+def send(
+    options: SendOptions,
+    settings: Settings,
+    provider: TokenProvider | None,
+    graph_providers: GraphProviders | None = None,
+) -> SendResult:
+    """Send the message now, queue it (``options.queue``) or only build it (``options.dry_run``).
+
+    It goes out over SMTP or Microsoft Graph as ``commands.transport`` chooses (OUTLOOK_SEND_VIA);
+    ``graph_providers(scopes)`` gives Graph tokens (``Authenticator.provider_for``)."""
     outgoing = build_outgoing(options, settings)
     data = outgoing.msg.as_bytes(policy=email.policy.SMTP)
     result = SendResult(
@@ -98,6 +106,6 @@ def send(options: SendOptions, settings: Settings, provider: TokenProvider | Non
         return dataclasses.replace(result, status="queued", queued_file=queued.name)
     if provider is None:
         raise UsageError("sending needs a sign-in")
-    with smtp_client.connect(settings, provider) as session:
-        session.send(outgoing.sender, outgoing.recipients, data)
+    with Transport(settings, provider, graph_providers) as transport:
+        transport.send(outgoing.sender, outgoing.recipients, data)
     return result

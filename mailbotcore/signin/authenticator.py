@@ -24,11 +24,13 @@ from urllib.parse import urlparse
 
 from mailbotcore import logs
 from mailbotcore.config import Settings
-from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.net.http import http_session as _http_session
 from mailbotcore.results import SignInStatus
 from mailbotcore.signin.cache import TokenCacheFile, http_cache_to_json, merge_account, remove_account
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 from mailbotcore.store.files import Reservation
+from mailbotcore.wire import graph as graphwire
 
 if TYPE_CHECKING:
     import msal
@@ -37,33 +39,20 @@ SCOPES = [
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
 ]
+# Microsoft Graph, for sending when SMTP AUTH is off. Spelled without the resource prefix on
+# purpose: Entra answers Graph scopes as "Mail.Send Mail.ReadWrite", MSAL stores the access token
+# under the answer, and a later silent call only finds it when it asks with the same spelling (a
+# bare scope means Graph to Entra). With "https://graph.microsoft.com/Mail.Send" every run would
+# refresh (tests/integration/test_graph.py::test_graph_scope_spelling_that_hits_the_cache).
+GRAPH_SCOPES = graphwire.SCOPES
+GRAPH_APP_SCOPES = ["https://graph.microsoft.com/.default"]  # app-only (client credentials)
+GRAPH_CONSENT_HINT = (
+    "add the Microsoft Graph delegated permissions Mail.Send and Mail.ReadWrite to the app registration "
+    "(Entra admin center > App registrations > API permissions > Add a permission > Microsoft Graph > "
+    'Delegated), grant consent, then run "{login}"'
+)
 MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoft.com", "login.windows.net"}
 log = logging.getLogger("mailbot.auth")
-
-
-def _http_session(ca_bundle: Path | None, timeout: float) -> Any:
-    import requests
-
-    class Session(requests.Session):
-        """A requests session that always applies our timeout and CA bundle.
-
-        requests lets REQUESTS_CA_BUNDLE override a session's ``verify`` when a request
-        passes none (MSAL passes none), so the bundle is re-applied after the merge."""
-
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            kwargs.setdefault("timeout", timeout)
-            return super().request(method, url, *args, **kwargs)
-
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            settings = super().merge_environment_settings(*args, **kwargs)
-            if ca_bundle is not None:
-                settings["verify"] = str(ca_bundle)
-            return settings
-
-    session = Session()
-    if ca_bundle is not None:
-        session.verify = str(ca_bundle)
-    return session
 
 
 def person_present() -> bool:
@@ -84,6 +73,7 @@ class Authenticator:
         self.out = out or sys.stderr
         self.store = TokenCacheFile(settings.token_cache, max(settings.timeout * 2, 10.0), settings.command("logout"))
         self._token: str | None = None
+        self._tokens: dict[tuple[str, ...], str] = {}
 
     # -- the token provider --------------------------------------------------------------
 
@@ -103,7 +93,34 @@ class Authenticator:
         logs.register_secret(token)
         return token
 
-    def _silent(self, force_refresh: bool) -> str | None:
+    def provider_for(self, scopes: list[str]) -> Callable[..., str]:
+        """A token provider for another resource (Microsoft Graph), silently from the same sign-in.
+
+        One refresh token serves every resource, but one token request may name only one
+        resource: this asks separately. No device-code flow here: a missing consent is an
+        error naming the permission (``login`` asks for it)."""
+        key = tuple(scopes)
+
+        def provide(force_refresh: bool = False) -> str:
+            if key in self._tokens and not force_refresh:
+                return self._tokens[key]
+            token = self._silent(force_refresh, scopes)
+            if token is None:
+                raise SignInRequired(
+                    f"sign-in required for {self.username}",
+                    hint=f'run "{self.settings.command("login")}" in a terminal',
+                )
+            self._tokens[key] = token
+            logs.register_secret(token)
+            return token
+
+        return provide
+
+    def graph_provider(self) -> Callable[..., str]:
+        """The token provider for Microsoft Graph's mail API (delegated Mail.Send + Mail.ReadWrite)."""
+        return self.provider_for(GRAPH_SCOPES)
+
+    def _silent(self, force_refresh: bool, scopes: list[str] | None = None) -> str | None:
         self.settings.require_client_id()
         with self.store.lock():
             state = self.store.read_state()
@@ -120,8 +137,9 @@ class Authenticator:
                 accounts = app.get_accounts(username=self.username)
                 if not accounts:
                     return None
+                wanted = scopes or SCOPES
                 result = self._call(
-                    lambda: app.acquire_token_silent_with_error(SCOPES, accounts[0], force_refresh=force_refresh)
+                    lambda: app.acquire_token_silent_with_error(wanted, accounts[0], force_refresh=force_refresh)
                 )
             finally:
                 try:
@@ -138,6 +156,12 @@ class Authenticator:
             return None
         message, hint = describe_error(result, self.settings.command("login"))
         code = aadsts_code(result)
+        if scopes is not None and code == 65001:
+            raise SignInRequired(
+                f"Microsoft Graph refused a token for {self.username}: {_permissions(scopes)} not granted "
+                "(AADSTS65001)",
+                hint=GRAPH_CONSENT_HINT.format(login=self.settings.command("login")),
+            )
         if result.get("error") in ("invalid_grant", "interaction_required") or code in SIGN_IN_AGAIN:
             log.info("refresh refused: %s", message)
             if not self.interactive:
@@ -199,10 +223,33 @@ class Authenticator:
     # -- interactive sign-in -------------------------------------------------------------
 
     def login(self) -> None:
-        """Run the device-code flow now, whatever the cache holds."""
+        """Run the device-code flow now, whatever the cache holds; then make sure Microsoft Graph
+        may be used when OUTLOOK_SEND_VIA allows it (graph: a second code if consent is missing;
+        auto: a note, since Graph is only needed once SMTP AUTH turns out to be off)."""
         self._token = self._device_flow()
+        if self.settings.send_via != "smtp":
+            self._graph_consent()
 
-    def _device_flow(self) -> str:
+    def _graph_consent(self) -> None:
+        # Entra issues a token for one resource per request, so Graph cannot share the first code's
+        # token request; a silent request with the new refresh token works when consent is there
+        # (admin-granted, or granted before).
+        try:
+            self.graph_provider()(force_refresh=True)
+            return
+        except MailbotError as exc:
+            if self.settings.send_via == "auto":
+                # auto needs Graph only once SMTP AUTH turns out to be off: say so, do not fail the sign-in.
+                print(f"note: {exc.message}; sending through Graph needs it", file=self.out, flush=True)
+                if exc.hint:
+                    print(f"hint: {exc.hint}", file=self.out, flush=True)
+                return
+            if "AADSTS65001" not in exc.message:
+                raise
+        print("Microsoft Graph (OUTLOOK_SEND_VIA=graph) needs your consent to Mail.Send:", file=self.out, flush=True)
+        self._tokens[tuple(GRAPH_SCOPES)] = self._device_flow(GRAPH_SCOPES)
+
+    def _device_flow(self, scopes: list[str] | None = None) -> str:
         # The flow can take 15 minutes: run it on a snapshot, then merge under the lock,
         # so cron jobs using other accounts in the same cache are not blocked meanwhile.
         with self.store.lock():
@@ -212,7 +259,7 @@ class Authenticator:
         # Room for the new tokens, taken before the sign-in: a full disk must not cost a sign-in.
         reservation = self.store.reserve()
         try:
-            return self._device_flow_into(reservation, cache, http_cache, before)
+            return self._device_flow_into(reservation, cache, http_cache, before, scopes or SCOPES)
         finally:
             if reservation is not None:
                 reservation.discard()
@@ -223,9 +270,10 @@ class Authenticator:
         cache: msal.SerializableTokenCache,
         http_cache: dict[Any, Any],
         before: bytes,
+        scopes: list[str],
     ) -> str:
         app = self._app(cache, http_cache)
-        flow = self._call(lambda: app.initiate_device_flow(scopes=SCOPES))
+        flow = self._call(lambda: app.initiate_device_flow(scopes=scopes))
         if "user_code" not in flow:
             message, hint = describe_error(flow, self.settings.command("login"))
             raise SignInRequired(f"sign-in for {self.username} could not start: {message}", hint=hint)
@@ -310,6 +358,13 @@ class Authenticator:
             if homes:
                 self.store.write_state(state)
             return bool(homes), None
+
+
+def _permissions(scopes: list[str]) -> str:
+    """ "the permission X was" / "the permissions X and Y were", for one error line."""
+    if len(scopes) == 1:
+        return f"the permission {scopes[0]} was"
+    return f"the permissions {', '.join(scopes[:-1])} and {scopes[-1]} were"
 
 
 def _reason(exc: BaseException) -> str:

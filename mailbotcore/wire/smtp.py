@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailbotcore.errors import MailbotError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.errors import MailbotError, ServiceRefused, SignInRequired, SmtpAuthDisabled, TemporaryFailure
 from mailbotcore.wire.text import clean_line
 
 SMTP_AUTH_DISABLED_HINT = (
@@ -83,14 +83,14 @@ def reply_error(
     who = f" {address}" if address else ""
     if stage == AUTH:
         if status == "5.7.139" or "SmtpClientAuthentication is disabled" in reply.text:
-            return ServiceRefused(f"{where} refused the sign-in: {text}", SMTP_AUTH_DISABLED_HINT)
+            return SmtpAuthDisabled(f"{where} refused the sign-in: {text}", SMTP_AUTH_DISABLED_HINT)
         if reply.temporary:
             return TemporaryFailure(f"{where} refused the sign-in for now: {text}")
         if reply.code in (535, 530, 534):
             return SignInRequired(f"{where} refused the sign-in: {text}", AUTH_HINT.format(login=login))
         return ServiceRefused(f"{where} refused the sign-in: {text}")
     if status == "5.7.30" or "basic authentication is disabled" in reply.text.lower():
-        return ServiceRefused(f"{where} refused the client: {text}", SMTP_AUTH_DISABLED_HINT)
+        return SmtpAuthDisabled(f"{where} refused the client: {text}", SMTP_AUTH_DISABLED_HINT)
     if not (reply.temporary or 500 <= reply.code < 600):
         expected = {DATA: "354", GREETING: "220"}.get(stage, "250")
         return TemporaryFailure(

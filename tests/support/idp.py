@@ -64,6 +64,13 @@ Access-token controls
     ``delegate(username, mailbox)`` / ``delegate(username, None)``: the user's access tokens
     carry ``mailbox=<mailbox>``. ``access_tokens``: list of ``IssuedAccessToken``.
 
+Resources (``resource_of``)
+    Like Entra: tokens are for ONE resource per request (mixed: AADSTS28000); bare scopes
+    ("Mail.Send") mean Microsoft Graph, whose tokens carry ``aud=https://graph.microsoft.com``
+    and ``scp`` of the bare names, and whose scopes are answered without the Graph prefix.
+    ``withhold_consent(username, resource=GRAPH)``: AADSTS65001 for that resource until a
+    device-code sign-in for it is approved.
+
 Fault injection (``endpoint``: "discovery", "devicecode", "token", "token:device_code",
 "token:refresh_token"; faults are queued and each matching request consumes one)
     ``fail_next(endpoint, count=1, status=500, retry_after=None, json_body=True)``
@@ -148,6 +155,12 @@ AADSTS_ERRORS: dict[int, tuple[str, str, int, str | None]] = {
         "authorization request for this user and resource.",
         400,
         "consent_required",
+    ),
+    28000: (
+        "invalid_request",
+        "Provided value for the input parameter scope is not valid because it contains more than one resource.",
+        400,
+        None,
     ),
     70000: ("invalid_grant", "Provided grant is invalid or malformed.", 400, None),
     70011: ("invalid_scope", "The provided value for the input parameter 'scope' is not valid.", 400, None),
@@ -287,6 +300,36 @@ def _entra_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
 
 
+GRAPH = "https://graph.microsoft.com"
+OUTLOOK = "https://outlook.office.com"
+_RESERVED = {"offline_access", "openid", "profile", "email"}
+
+
+def resource_of(scope: str) -> tuple[str | None, list[str]]:
+    """Which resource a token request's ``scope`` is for, and the scopes as Entra answers them.
+
+    Like Entra: a bare scope ("Mail.Send") means Microsoft Graph, and Graph scopes are answered
+    WITHOUT the ``https://graph.microsoft.com/`` prefix (Outlook's keep theirs). More than one
+    resource in one request: (None, []) -- Entra refuses it with AADSTS28000."""
+    resources: set[str] = set()
+    answered: list[str] = []
+    for item in scope.split():
+        if item in _RESERVED:
+            continue
+        if item.startswith(GRAPH + "/"):
+            resources.add(GRAPH)
+            answered.append(item[len(GRAPH) + 1 :])
+        elif "://" in item:
+            resources.add(item.rsplit("/", 1)[0])
+            answered.append(item)
+        else:
+            resources.add(GRAPH)
+            answered.append(item)
+    if len(resources) > 1:
+        return None, []
+    return (resources.pop() if resources else OUTLOOK), answered
+
+
 class IdentityStandIn:
     """Entra-like identity provider for MSAL Python; see the module docstring for the API."""
 
@@ -318,6 +361,7 @@ class IdentityStandIn:
         self._slow_down = 0
         self._poison = 0
         self._delegations: dict[str, str] = {}
+        self._withheld: set[tuple[str, str]] = set()  # (username, resource) without consent
 
         self._own_dir = workdir is None
         self._dir = Path(tempfile.mkdtemp(prefix="idp-")) if workdir is None else workdir
@@ -433,6 +477,12 @@ class IdentityStandIn:
                 self._delegations[username.lower()] = mailbox
 
     # ----- fault injection -------------------------------------------------------------
+
+    def withhold_consent(self, username: str, resource: str = GRAPH) -> None:
+        """No consent for ``resource`` yet: refresh requests for it fail with AADSTS65001 until a
+        device-code sign-in for that resource's scopes is approved."""
+        with self.lock:
+            self._withheld.add((username.lower(), resource))
 
     def fail_next(
         self,
@@ -721,6 +771,10 @@ class IdentityStandIn:
                 )
             else:
                 code.state = "redeemed"
+                resource, _ = resource_of(code.info.scope)
+                if resource is None:
+                    raise self._error(28000, ctx)
+                self._withheld.discard((code.username.lower(), resource))
                 return self._issue(code.username, client_id, tenant, code.info.scope, DEVICE_CODE_GRANT)
         time.sleep(self.pending_delay)  # outside the lock
         raise pending
@@ -750,6 +804,11 @@ class IdentityStandIn:
                         "Provided grant is invalid or malformed. The refresh token has already been redeemed."
                     ),
                 )
+            resource, _ = resource_of(form.get("scope") or rt.scope)
+            if resource is None:
+                raise self._error(28000, ctx)
+            if (rt.username.lower(), resource) in self._withheld:
+                raise self._error(65001, ctx)
             rt.state = "rotated"
             return self._issue(rt.username, client_id, tenant, form.get("scope") or rt.scope, "refresh_token")
 
@@ -766,6 +825,9 @@ class IdentityStandIn:
         if poisoned:
             self._poison -= 1
         key = self.jwt_key + b"-poisoned" if poisoned else self.jwt_key
+        resource, answered = resource_of(scope)
+        if resource == GRAPH:  # a Graph token: its audience, and scp as Entra writes it
+            extra.update(aud=GRAPH, scp=" ".join(answered))
         access_token = jwt_hs256.access_token(username, key, lifetime=lifetime, **extra)
         self.access_tokens.append(IssuedAccessToken(access_token, username, now + lifetime, poisoned, grant))
         id_claims = {
@@ -786,7 +848,7 @@ class IdentityStandIn:
         # MSAL never verifies the id_token; it is signed with a key Dovecot does not know,
         # so a client that wrongly sends it to IMAP/SMTP fails like it would at Microsoft.
         id_token = jwt_hs256.mint(id_claims, hashlib.sha256(b"id_token" + self.jwt_key).digest())
-        scopes = scope.split()
+        scopes = answered + [s for s in scope.split() if s in _RESERVED] if resource == GRAPH else scope.split()
         for reserved in ("offline_access", "openid", "profile"):  # Entra echoes what MSAL adds
             if reserved not in scopes:
                 scopes.append(reserved)

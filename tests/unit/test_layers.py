@@ -22,7 +22,7 @@ ALLOWED = {
     "config": {"errors"},
     "store": {"errors", "results", "wire"},
     "mail": {"errors", "results", "wire"},
-    "net": {"errors", "results", "wire", "config", "logs"},
+    "net": {"errors", "results", "wire", "config", "logs", "mail"},  # graph reads To/Cc from the MIME
     "signin": {"errors", "results", "wire", "config", "logs", "store", "net"},
     "commands": {"errors", "results", "wire", "config", "logs", "store", "net", "mail", "signin"},
     "render": {"errors", "results", "mail", "wire"},

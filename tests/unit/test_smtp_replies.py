@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbotcore.errors import ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.errors import ServiceRefused, SignInRequired, SmtpAuthDisabled, TemporaryFailure
 from mailbotcore.wire import smtp
 
 WHERE = "SMTP server smtp.office365.com port 587"
@@ -14,7 +14,7 @@ AUTH = smtp.AUTH_HINT.format(login="mailbot login")
 ROWS = [
     # stage, code, text, error class, exit code, message, hint
     (smtp.AUTH, 535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
-     ServiceRefused, 69,
+     SmtpAuthDisabled, 69,
      f"{WHERE} refused the sign-in: 535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is "
      "disabled for the Tenant.", DISABLED),
     (smtp.AUTH, 535, "5.7.3 Authentication unsuccessful", SignInRequired, 77,
@@ -23,7 +23,7 @@ ROWS = [
      f"{WHERE} refused the sign-in for now: 454 4.7.0 Temporary authentication failure", None),
     (smtp.AUTH, 504, "5.5.4 Unrecognized authentication type", ServiceRefused, 69,
      f"{WHERE} refused the sign-in: 504 5.5.4 Unrecognized authentication type", None),
-    (smtp.MAIL, 550, "5.7.30 Basic authentication is not supported for Client Submission.", ServiceRefused, 69,
+    (smtp.MAIL, 550, "5.7.30 Basic authentication is not supported for Client Submission.", SmtpAuthDisabled, 69,
      f"{WHERE} refused the client: 550 5.7.30 Basic authentication is not supported for Client Submission.",
      DISABLED),
     (smtp.GREETING, 421, "4.3.2 Service not available", TemporaryFailure, 75,
