@@ -31,6 +31,7 @@ from mailbotcore.errors import ServiceRefused, TemporaryFailure
 
 MIN_RATE = 128 * 1024  # bytes per second: the slowest transfer of announced bulk data we wait for
 CHUNK = 64 * 1024
+SIZE_HINT = "MAILBOT_MAX_MESSAGE_MB sets the largest message mailbot handles"
 
 
 class DeadlineExceeded(TemporaryFailure):
@@ -108,7 +109,7 @@ class Timer:
             raise TooLarge(
                 f"{self.where} announced {what} of {nbytes} bytes, more than the {self.limit_bytes} "
                 "bytes mailbot accepts; nothing was read",
-                hint="MAILBOT_MAX_MESSAGE_MB sets the largest message mailbot handles",
+                hint=SIZE_HINT,
             )
 
 
@@ -136,8 +137,10 @@ class DeadlineReader:
         self.buffer += chunk
         return True
 
-    def readline(self, limit: int = -1) -> bytes:
-        """One line with its LF; at most ``limit`` bytes (like ``BufferedReader.readline``)."""
+    def readline(self, limit: int = -1, refuse: bool = False) -> bytes:
+        """One line with its LF; at most ``limit`` bytes (like ``BufferedReader.readline``).
+
+        With ``refuse``, a line longer than ``limit`` raises TooLarge instead (its bytes are dropped)."""
         limit = self.timer.limit_bytes + 1 if limit is None or limit < 0 else limit
         start = 0
         while True:
@@ -148,6 +151,12 @@ class DeadlineReader:
                 del self.buffer[: end + 1]
                 return line
             if len(self.buffer) >= limit:
+                if refuse:
+                    self.buffer.clear()
+                    raise TooLarge(
+                        f"{self.timer.where} sent a line longer than the {limit} bytes mailbot accepts; dropped",
+                        hint=SIZE_HINT,
+                    )
                 line = bytes(self.buffer[:limit])
                 del self.buffer[:limit]
                 return line

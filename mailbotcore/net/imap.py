@@ -63,11 +63,7 @@ class _Redacting:
         return self._stream().read(size)
 
     def readline(self) -> bytes:
-        limit = self.timer.limit_bytes
-        line = self._stream().readline(limit + 1)
-        if len(line) > limit:
-            self.timer.check_size(len(line) + 1, "a line")
-        return line
+        return self._stream().readline(self.timer.limit_bytes, refuse=True)
 
     def send(self, data: Any) -> None:
         deadline.send_all(self.sock, self.timer, data)  # type: ignore[attr-defined]
