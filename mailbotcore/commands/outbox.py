@@ -102,7 +102,8 @@ class Outbox:
                     raw = path.read_bytes()
                 except FileNotFoundError:
                     continue  # taken by someone else meanwhile (should not happen under the lock)
-                remaining, raw = queue.remaining_recipients(raw)
+                # CRLF first (bare CR and LF alike): the header fields are found by their line ends.
+                remaining, raw = queue.remaining_recipients(crlf(raw))
                 sender, recipients, data = compose.envelope_from_raw(raw)
                 if remaining is not None:  # sent before to the others: only these are left
                     recipients = remaining
@@ -112,7 +113,6 @@ class Outbox:
                         "the message has no From address" if not sender else "the message has no recipients",
                     )
                     continue
-                data = crlf(data)
                 if (line := overlong_line(data)) is not None:
                     yield self.fail(
                         path,

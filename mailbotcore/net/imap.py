@@ -10,9 +10,11 @@ Three things imaplib does not do for us:
 
 from __future__ import annotations
 
+import ast
 import base64
 import imaplib
 import logging
+import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -149,10 +151,10 @@ class ImapSession:
             with self.timer.bound(command):
                 return method(*args)
         except imaplib.IMAP4.abort as exc:
-            error = imapwire.reply_error(command, "BYE", str(exc), self.where, self.settings.command("login"))
+            error = imapwire.reply_error(command, "BYE", _reason(exc), self.where, self.settings.command("login"))
             raise error from exc
         except imaplib.IMAP4.error as exc:
-            error = imapwire.reply_error(command, "BAD", str(exc), self.where, self.settings.command("login"))
+            error = imapwire.reply_error(command, "BAD", _reason(exc), self.where, self.settings.command("login"))
             raise error from exc
         except (OSError, EOFError) as exc:
             raise network_error(
@@ -253,6 +255,18 @@ class ImapSession:
             self.conn.send(self.conn._new_tag() + b" LOGOUT\r\n")
         with suppress(OSError):
             self.conn.shutdown()
+
+
+def _reason(exc: BaseException) -> str:
+    """The server's words in an imaplib exception, without imaplib's wrapping:
+    ``command: X => text`` and ``X command error: BAD [b'text']``."""
+    text = re.sub(r"^command: \S+ => ", "", str(exc))
+    match = re.fullmatch(r"\S+ command error: \w+ (\[.*\])", text, re.S)
+    if match:
+        with suppress(ValueError, SyntaxError):
+            items = ast.literal_eval(match.group(1))
+            text = _text(list(items))
+    return text
 
 
 def _text(data: list[Any]) -> str:
