@@ -248,7 +248,7 @@ def test_300_mb_literal_with_a_25_mb_limit_keeps_memory_bounded(signed_in: Accou
         "mailbot accepts; nothing was read",
         within=TIMEOUT + MARGIN,
     )
-    assert result.max_rss_mb < 80, f"peak RSS {result.max_rss_mb:.0f} MB"
+    assert result.max_rss_mb < 100, f"peak RSS {result.max_rss_mb:.0f} MB"
 
 
 def _endless_line(s: ImapSession) -> None:
@@ -270,7 +270,7 @@ def test_300_mb_line_with_a_25_mb_limit_keeps_memory_bounded(signed_in: Account,
         within=TIMEOUT + MARGIN + 5,  # it does read the first 38 MB
     )
     # The interpreter and mailbot take ~50 MB; the line is kept up to the limit, never beyond.
-    assert result.max_rss_mb < 50 + 1.5 * SIZE_LIMIT_25 / 2**20, f"peak RSS {result.max_rss_mb:.0f} MB"
+    assert result.max_rss_mb < 50 + 2 * SIZE_LIMIT_25 / 2**20, f"peak RSS {result.max_rss_mb:.0f} MB"
 
 
 # ------------------------------------------------------------------------------ IMAP: numbers
