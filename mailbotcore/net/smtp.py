@@ -101,6 +101,7 @@ class SmtpSession:
         self.conn = conn
         self.settings = settings
         self.where = f"SMTP server {settings.smtp_host} port {settings.smtp_port}"
+        self.timer: deadline.Timer = getattr(conn, "timer", None) or _timer(settings)
 
     def send(self, sender: str, recipients: list[str], data: bytes) -> None:
         """Submit one message. With PIPELINING (Outlook and Postfix offer it) MAIL, every RCPT and
@@ -114,7 +115,7 @@ class SmtpSession:
             if not smtpwire.check_envelope_address(address):
                 raise BadInputError(f"cannot use {address!r} as an SMTP envelope address")
         try:
-            with self.conn.timer.bound("the envelope (MAIL, RCPT, DATA)"):  # type: ignore[attr-defined]
+            with self.timer.bound("the envelope (MAIL, RCPT, DATA)"):
                 mail, rcpts, data_reply = self._envelope(sender, recipients)
         except smtplib.SMTPServerDisconnected as exc:
             raise NotStarted(_disconnected(exc, self.where, self.settings.timeout)) from exc
@@ -123,7 +124,7 @@ class SmtpSession:
         # The I/O in one block, the decisions after it: a MailbotError is never raised inside
         # an ``except OSError`` (TemporaryFailure once was, and came out as "connection lost").
         try:
-            with self.conn.timer.bound("the message transfer"):  # type: ignore[attr-defined]
+            with self.timer.bound("the message transfer"):
                 stage, reply, refused = self._transact(recipients, data, mail, rcpts, data_reply)
         except smtplib.SMTPServerDisconnected as exc:
             raise TemporaryFailure(_disconnected(exc, self.where, self.settings.timeout)) from exc
@@ -212,7 +213,7 @@ class SmtpSession:
 
     def close(self) -> None:
         """Send QUIT without waiting for the 221: the work is done, the reply is a round trip."""
-        timer: deadline.Timer = self.conn.timer  # type: ignore[attr-defined]
+        timer = self.timer
         with suppress(smtplib.SMTPException, OSError, MailbotError), timer.bound("QUIT", min(1.0, timer.timeout)):
             self.conn.send("QUIT\r\n")
         self.conn.close()
@@ -288,7 +289,7 @@ def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenPr
             f"{where} does not offer AUTH XOAUTH2",
             hint="check OUTLOOK_SMTP_SERVER and OUTLOOK_SMTP_PORT (smtp.office365.com / smtp-mail.outlook.com, 587)",
         )
-    timer: deadline.Timer = conn.timer  # type: ignore[attr-defined]
+    timer = session.timer
     for attempt in (1, 2):
         try:
             with timer.bound("AUTH"):
