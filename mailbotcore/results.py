@@ -40,7 +40,7 @@ class OutboxRecord:
     """What ``outbox`` did with one queued file."""
 
     file: str
-    status: str  # sent | partly-sent | failed
+    status: str  # sent | partly-sent | deferred | failed
     path: str
     error: str | None = None
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from mailbotcore.commands.options import FetchOptions
 from mailbotcore.config import Settings
-from mailbotcore.errors import TemporaryFailure, UsageError
+from mailbotcore.errors import ServiceRefused, TemporaryFailure, UsageError
 from mailbotcore.mail import headers as messages
 from mailbotcore.net import imap as imap_client
 from mailbotcore.results import FetchedRecord, Notice
@@ -176,7 +176,9 @@ class Fetcher:
             for new in batch:
                 item = fetched.pop(new.uid, None)
                 if item is None or "" not in item.sections:
-                    log.info("UID %s vanished before it could be fetched; skipping it", new.uid)
+                    self.confirm_gone(new.uid)  # or stop here: never advance past an undelivered UID
+                    state = FetchState(state.uidvalidity, new.uid, state.last_internaldate)
+                    state_file.save(state)
                     continue
                 raw = item.sections.pop("")
                 record = self.process(new, raw)
@@ -184,6 +186,16 @@ class Fetcher:
                 state = FetchState(state.uidvalidity, new.uid, new.internaldate or state.last_internaldate)
                 state_file.save(state)
                 yield record
+
+    def confirm_gone(self, uid: int) -> None:
+        """The server listed ``uid`` but did not return it: skip it only if the server confirms
+        it is gone (expunged meanwhile, one warning); otherwise stop (75) before it."""
+        if uid in self.session.search(["UID", str(uid)]):
+            raise TemporaryFailure(
+                f"{self.session.where} listed UID {uid} in {self.folder!r} but did not return it; stopping "
+                f"before it (UID {uid} and later messages are fetched on the next run)"
+            )
+        log.warning("UID %s in %r was deleted on the server before it could be fetched; skipping it", uid, self.folder)
 
     def process(self, new: NewMessage, raw: bytes) -> FetchedRecord:
         """Deliver one message to the Maildir and/or the handler; the record says where it went."""
@@ -277,6 +289,12 @@ def fetch(options: FetchOptions, settings: Settings, provider: TokenProvider) ->
         imap_client.connect(settings, provider) as session,
     ):
         info = session.select(options.folder, readonly=not writable)
+        if options.move_to and not (session.has_capability("MOVE") or session.has_capability("UIDPLUS")):
+            raise ServiceRefused(
+                f"{session.where} offers neither MOVE nor UIDPLUS, so --move-to cannot remove only the moved "
+                "message from the folder; nothing was fetched or copied",
+                hint="run fetch without --move-to (the state file keeps track of what was fetched)",
+            )
         for result in Fetcher(options, settings, session, info.get("uidvalidity", 0)).run(state_file, info):
             count += isinstance(result, FetchedRecord)
             yield result

@@ -25,6 +25,7 @@ from mailbotcore.errors import (
     SignInRequired,
     TemporaryFailure,
 )
+from mailbotcore.net import deadline
 from mailbotcore.net.tls import network_error, tls_context
 from mailbotcore.wire import sasl
 from mailbotcore.wire import smtp as smtpwire
@@ -34,10 +35,45 @@ log = logging.getLogger("mailbot.smtp")
 
 
 class _Logging:
-    """Mixin: smtplib's debug output goes through the redacting log instead of print()."""
+    """Mixin: smtplib's debug output goes through the redacting log instead of print(), and every
+    read and write keeps to the deadline of the operation in progress (``timer``)."""
+
+    sock: Any
+    file: Any
+
+    def __init__(self, *args: Any, timer: deadline.Timer, **kwargs: Any) -> None:
+        self.timer = timer
+        super().__init__(*args, **kwargs)
 
     def _print_debug(self, *args: Any) -> None:
         log.debug("smtp %s", " ".join(str(arg) for arg in args))
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        # Connecting (and for implicit TLS the handshake) gets only the time left of the deadline.
+        try:
+            return super()._get_socket(host, port, self.timer.remaining())  # type: ignore[misc]
+        except TimeoutError as exc:
+            raise self.timer.exceeded() from exc
+
+    def getreply(self) -> tuple[int, bytes]:
+        # smtplib reads replies line by line from self.file: make it a reader that keeps to the
+        # deadline (a new one after STARTTLS, as smtplib resets self.file to None then).
+        if self.sock is not None and (self.file is None or getattr(self.file, "sock", None) is not self.sock):
+            self.file = deadline.DeadlineReader(self.sock, self.timer)
+        return super().getreply()  # type: ignore[misc]
+
+    def send(self, s: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.timer.remaining())
+            data = s.encode(self.command_encoding) if isinstance(s, str) else s  # type: ignore[attr-defined]
+            if len(data) > deadline.CHUNK:
+                self.timer.allow_transfer(len(data))  # a message body: bulk data
+        try:
+            super().send(s)  # type: ignore[misc]
+        except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError) and self.timer.current is not None:
+                raise self.timer.exceeded() from exc
+            raise
 
 
 class _SMTP(_Logging, smtplib.SMTP):
@@ -66,6 +102,7 @@ class SmtpSession:
         self.conn = conn
         self.settings = settings
         self.where = f"SMTP server {settings.smtp_host} port {settings.smtp_port}"
+        self.timer: deadline.Timer = getattr(conn, "timer", None) or _timer(settings)
 
     def send(self, sender: str, recipients: list[str], data: bytes) -> None:
         """Submit one message. With PIPELINING (Outlook and Postfix offer it) MAIL, every RCPT and
@@ -79,7 +116,8 @@ class SmtpSession:
             if not smtpwire.check_envelope_address(address):
                 raise BadInputError(f"cannot use {address!r} as an SMTP envelope address")
         try:
-            mail, rcpts, data_reply = self._envelope(sender, recipients)
+            with self.timer.bound("the envelope (MAIL, RCPT, DATA)"):
+                mail, rcpts, data_reply = self._envelope(sender, recipients)
         except smtplib.SMTPServerDisconnected as exc:
             raise NotStarted(_disconnected(exc, self.where, self.settings.timeout)) from exc
         except (OSError, EOFError) as exc:
@@ -87,7 +125,8 @@ class SmtpSession:
         # The I/O in one block, the decisions after it: a MailbotError is never raised inside
         # an ``except OSError`` (TemporaryFailure once was, and came out as "connection lost").
         try:
-            stage, reply, refused = self._transact(recipients, data, mail, rcpts, data_reply)
+            with self.timer.bound("the message transfer"):
+                stage, reply, refused = self._transact(recipients, data, mail, rcpts, data_reply)
         except smtplib.SMTPServerDisconnected as exc:
             raise TemporaryFailure(_disconnected(exc, self.where, self.settings.timeout)) from exc
         except (OSError, EOFError) as exc:
@@ -180,12 +219,26 @@ class SmtpSession:
 
     def close(self) -> None:
         """Send QUIT without waiting for the 221: the work is done, the reply is a round trip."""
-        with suppress(smtplib.SMTPException, OSError):
+        timer = self.timer
+        with suppress(smtplib.SMTPException, OSError, MailbotError), timer.bound("QUIT", min(1.0, timer.timeout)):
             self.conn.send("QUIT\r\n")
         self.conn.close()
 
 
+def _timer(settings: Settings) -> deadline.Timer:
+    where = f"SMTP server {settings.smtp_host} port {settings.smtp_port}"
+    # Replies are short: smtplib refuses lines over 8 KiB itself; this bounds the whole reader.
+    return deadline.Timer(where, settings.timeout, 1024 * 1024)
+
+
 def _open(settings: Settings) -> smtplib.SMTP:
+    """Connect, TLS, greeting, EHLO (and STARTTLS, EHLO again) within one deadline."""
+    timer = _timer(settings)
+    with timer.bound("the connection, greeting and EHLO"):
+        return _open_within(settings, timer)
+
+
+def _open_within(settings: Settings, timer: deadline.Timer) -> smtplib.SMTP:
     host, port, timeout = settings.smtp_host, settings.smtp_port, settings.timeout
     context = tls_context(settings.ca_bundle)
     log.info("connecting to %s:%s", host, port)
@@ -194,16 +247,17 @@ def _open(settings: Settings) -> smtplib.SMTP:
     # for the certificate's hostname check.
     conn: smtplib.SMTP
     if settings.smtp_tls == "implicit":
-        conn = _SMTP_SSL(host, port, timeout=timeout, context=context)
+        conn = _SMTP_SSL(host, port, timeout=timeout, context=context, timer=timer)
         conn.set_debuglevel(debug)
         conn.ehlo()
         return conn
-    conn = _SMTP(host, port, timeout=timeout)
+    conn = _SMTP(host, port, timeout=timeout, timer=timer)
     conn.set_debuglevel(debug)
     conn.ehlo()
     if not conn.has_extn("starttls"):
         conn.close()
         raise ServiceRefused(f"SMTP server {host} port {port} does not offer STARTTLS; refusing to send a token")
+    conn.sock.settimeout(timer.remaining())  # the TLS handshake too
     conn.starttls(context=context)
     conn.ehlo()
     return conn
@@ -241,9 +295,11 @@ def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenPr
             f"{where} does not offer AUTH XOAUTH2",
             hint="check OUTLOOK_SMTP_SERVER and OUTLOOK_SMTP_PORT (smtp.office365.com / smtp-mail.outlook.com, 587)",
         )
+    timer = session.timer
     for attempt in (1, 2):
         try:
-            conn.auth("XOAUTH2", sasl.xoauth2_responder(user, token), initial_response_ok=True)
+            with timer.bound("AUTH"):
+                conn.auth("XOAUTH2", sasl.xoauth2_responder(user, token), initial_response_ok=True)
             return
         except smtplib.SMTPAuthenticationError as exc:
             reply = smtpwire.Reply.of(exc.smtp_code, exc.smtp_error)

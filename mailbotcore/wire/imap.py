@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
+from mailbotcore.errors import BadInputError, MailbotError, ServiceRefused, SignInRequired, TemporaryFailure
+from mailbotcore.wire.text import clean_line
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -76,8 +79,8 @@ def parse_number(value: bytes | str, what: str) -> int:
     """A non-negative IMAP number (RFC 3501 ``number``: digits, below 2**32 for UIDs and counts)."""
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
     text = text.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 20:
-        raise ProtocolViolation(f"{what} {text[:40]!r} is not a number")
+    if not text.isdigit() or not text.isascii() or len(text) > 10 or int(text) >= 2**32:
+        raise ProtocolViolation(f"{what} {clean_line(text[:40])!r} is not a number")
     return int(text)
 
 
@@ -104,10 +107,10 @@ class FetchedMessage:
 
 
 _START = re.compile(rb"^(\d+) \(")
-_UID = re.compile(rb"\bUID (\d+)")
+_UID = re.compile(rb"\bUID ([^\s()]*)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _DATE = re.compile(rb'\bINTERNALDATE "([^"]*)"')
-_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE ([^\s()]*)")
 _SECTION = re.compile(rb"(BODY\[[^\]]*\](?:<\d+>)?) \{\d+\}$")
 
 
@@ -139,13 +142,13 @@ def parse_fetch(data: list[bytes | tuple[bytes, bytes] | None]) -> list[FetchedM
                 messages[-1].sections[_normalize_section(section.group(1).decode("ascii", "replace"))] = item[1]
     for message, text in zip(messages, texts, strict=True):
         if match := _UID.search(text):
-            message.uid = int(match.group(1))
+            message.uid = parse_number(match.group(1), "UID")
         if match := _FLAGS.search(text):
             message.flags = [flag.decode("ascii", "replace") for flag in match.group(1).split()]
         if match := _DATE.search(text):
             message.internaldate = match.group(1).decode("ascii", "replace")
         if match := _SIZE.search(text):
-            message.size = int(match.group(1))
+            message.size = parse_number(match.group(1), "RFC822.SIZE")
     return messages
 
 
@@ -153,3 +156,99 @@ def _normalize_section(key: str) -> str:
     """The section key: ``HEADER`` for a header-fields section, ``""`` for the whole message."""
     inner = key[key.index("[") + 1 : key.index("]")]
     return inner.split(" ", 1)[0].split(".FIELDS", 1)[0]
+
+
+# ----------------------------------------------------------------------------------------
+# The one table from IMAP replies to mailbot errors.
+
+IMAP_AUTH_HINT = (
+    "the server refused the token: check that IMAP is switched on for the mailbox "
+    "(Outlook.com: Settings > Mail > Forwarding and IMAP), that OUTLOOK_USERNAME (or --mailbox) "
+    'is right, and run "{login}" again'
+)
+NOT_CONNECTED_HINT = (
+    "Exchange signed you in but cannot open the mailbox: check OUTLOOK_USERNAME (or --mailbox), that "
+    "the signed-in account has Full Access to it, and that IMAP is enabled for it (Set-CASMailbox "
+    "-ImapEnabled $true)"
+)
+
+
+@dataclass(frozen=True)
+class ReplyRule:
+    """``match``: a response code (``[NONEXISTENT]``) or a phrase, looked for case-insensitively."""
+
+    match: str
+    error: type[MailbotError]
+    message: str  # with {where}, {command}, {text}, {subject}
+    hint: str | None = None  # with {login}
+
+
+REPLY_RULES: tuple[ReplyRule, ...] = (
+    ReplyRule("[AUTHENTICATIONFAILED]", SignInRequired, "{where} refused the sign-in: {text}", IMAP_AUTH_HINT),
+    ReplyRule("[AUTHORIZATIONFAILED]", SignInRequired, "{where} refused the sign-in: {text}", IMAP_AUTH_HINT),
+    ReplyRule("[NONEXISTENT]", BadInputError, "{subject} does not exist on {where}: {text}"),
+    ReplyRule(
+        "[TRYCREATE]",
+        BadInputError,
+        "{subject} does not exist on {where} ({command}): {text}",
+        "create the folder first (in Outlook or your mail program)",
+    ),
+    ReplyRule("[UNAVAILABLE]", TemporaryFailure, "{where} cannot {command} for now: {text}"),
+    ReplyRule(
+        "[LIMIT]",
+        TemporaryFailure,
+        "{where} refused {command}: a server limit was reached: {text}",
+        "too many connections or commands at once; try again later",
+    ),
+    ReplyRule(
+        "[OVERQUOTA]",
+        TemporaryFailure,
+        "{where} refused {command}: the mailbox is over its quota: {text}",
+        "free space in the mailbox; mailbot tries again on its next run",
+    ),
+    ReplyRule("[ALREADYEXISTS]", ServiceRefused, "{where} refused {command}: {subject} already exists: {text}"),
+    ReplyRule(
+        "AccessTokenExpired",
+        TemporaryFailure,
+        "{where} ended the session during {command}: the access token expired: {text}",
+        "the next run signs in with a fresh token",
+    ),
+    ReplyRule(
+        "Request is throttled",
+        TemporaryFailure,
+        "{where} is throttling requests ({command}): {text}",
+        "Exchange asks mailbot to wait (the suggested backoff time) before trying again",
+    ),
+    ReplyRule(
+        "User is authenticated but not connected",
+        ServiceRefused,
+        "{where} refused {command}: {text}",
+        NOT_CONNECTED_HINT,
+    ),
+    # Servers that give no response code for a missing folder.
+    ReplyRule("doesn't exist", BadInputError, "{subject} does not exist on {where}: {text}"),
+    ReplyRule("does not exist", BadInputError, "{subject} does not exist on {where}: {text}"),
+)
+DEFAULT_RULES = {
+    "NO": ReplyRule("", ServiceRefused, "{where} refused {command}: {text}"),
+    "BAD": ReplyRule("", ServiceRefused, "{where} refused {command}: {text}"),
+    "BYE": ReplyRule("", TemporaryFailure, "connection to {where} was lost during {command}: {text}"),
+}
+
+
+def reply_error(
+    command: str, status: str, text: str, where: str, login: str = "mailbot login", subject: str | None = None
+) -> MailbotError:
+    """What a tagged ``NO``/``BAD`` (or a ``BYE``, or imaplib's abort) to ``command`` means.
+
+    ``where`` names the server (``IMAP server HOST port PORT``), ``subject`` what the command
+    was about (``folder 'Archive'``), ``login`` the sign-in command for hints. The first rule
+    of :data:`REPLY_RULES` whose code or phrase is in the text decides; otherwise the status:
+    NO and BAD are refusals (69), BYE is a lost connection (75)."""
+    text = clean_line(text) or "no details"
+    folded = text.casefold()
+    rule = next((r for r in REPLY_RULES if r.match.casefold() in folded), None)
+    rule = rule or DEFAULT_RULES.get(status.upper(), DEFAULT_RULES["NO"])
+    message = rule.message.format(where=where, command=command, text=text, subject=subject or "the folder")
+    hint = rule.hint.format(login=login) if rule.hint else None
+    return rule.error(message, hint)

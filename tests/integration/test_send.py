@@ -15,10 +15,8 @@ import email.utils
 import random
 import re
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 import trustme
 
 from tests.conftest import MAILBOT, Account
+from tests.support.hostile import ScriptedSmtp
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -122,102 +121,6 @@ def listener() -> Iterator[Listener]:
     lst = Listener()
     yield lst
     lst.sock.close()
-
-
-class ScriptedSmtp:
-    """A real SMTP peer on loopback (TLS with a cert from the test CA) that answers AUTH, MAIL,
-    RCPT and DATA from a script: for replies Postfix and Dovecot never give, such as
-    Microsoft's ``535 5.7.139`` or a 4xx after DATA. Records every command line it reads."""
-
-    def __init__(self, cert: trustme.LeafCert, implicit: bool = False, **replies: list[str]) -> None:
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(self.context)
-        self.implicit = implicit
-        self.replies = {key: list(value) for key, value in replies.items()}
-        self.lines: list[str] = []
-        self.messages: list[bytes] = []  # DATA as received (still dot-stuffed)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _reply(self, verb: str, default: str) -> str:
-        queue = self.replies.get(verb)
-        return queue.pop(0) if queue else default
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            try:
-                conn.settimeout(5)
-                self._session(conn)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    def _session(self, conn: socket.socket) -> None:
-        tls = self.implicit
-        if tls:
-            conn = self.context.wrap_socket(conn, server_side=True)
-        stream = conn.makefile("rb")
-
-        def send(text: str) -> None:
-            conn.sendall(text.encode() + b"\r\n")
-
-        send(self._reply("greeting", "220 scripted ESMTP"))
-        while True:
-            raw = stream.readline()
-            if not raw:
-                return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.lines.append(line)
-            verb = line.split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                send("250-scripted\r\n250-AUTH XOAUTH2" if tls else "250-scripted\r\n250 STARTTLS")
-                if tls:
-                    send("250 8BITMIME")
-            elif verb == "STARTTLS" and not tls:
-                send("220 2.0.0 go ahead")
-                stream.close()
-                conn = self.context.wrap_socket(conn, server_side=True)
-                stream = conn.makefile("rb")
-                tls = True
-            elif verb == "AUTH":
-                reply = self._reply("auth", "235 2.7.0 Authentication successful")
-                while reply.startswith("334"):
-                    send(reply)
-                    self.lines.append(stream.readline().decode().rstrip("\r\n"))
-                    reply = self._reply("auth", "235 2.7.0 Authentication successful")
-                send(reply)
-            elif verb == "MAIL":
-                send(self._reply("mail", "250 2.1.0 Sender OK"))
-            elif verb == "RCPT":
-                send(self._reply("rcpt", "250 2.1.5 Recipient OK"))
-            elif verb == "DATA":
-                send("354 go ahead")
-                data = b""
-                while (chunk := stream.readline()) not in (b".\r\n", b""):
-                    data += chunk
-                self.messages.append(data)
-                send(self._reply("data", "250 2.0.0 queued"))
-            elif verb == "QUIT":
-                send("221 2.0.0 bye")
-                return
-            else:
-                send("250 2.0.0 OK")
 
 
 @pytest.fixture
