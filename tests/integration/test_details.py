@@ -32,7 +32,10 @@ def test_dry_run_shows_the_envelope_with_the_bcc_recipients(signed_in: Account) 
         "send", "--dry-run", "--to", "a@example.net", "--bcc", "Hidden <b@example.net>", "--body", "x"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [f"envelope: from {signed_in.address} to a@example.net, b@example.net"]
+    assert result.stderr.splitlines() == [
+        f"envelope: from {signed_in.address} to a@example.net, b@example.net",
+        "transport: smtp (OUTLOOK_SEND_VIA=smtp)",
+    ]
     assert b"b@example.net" not in result.stdout_bytes  # the message itself carries no Bcc
 
 
