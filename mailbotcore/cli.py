@@ -94,6 +94,14 @@ def build_parser(program: str) -> argparse.ArgumentParser:
 
     command("login", "sign in with a device code and save the tokens", _login)
     command("logout", "remove this account's tokens from the cache", _logout)
+    token = command(
+        "token",
+        "print a valid access token for other mail tools (msmtp passwordeval, mbsync PassCmd...)",
+        _token,
+    )
+    token.add_argument(
+        "--xoauth2", action="store_true", help="print the base64 SASL XOAUTH2 string instead of the bare token"
+    )
     whoami = command("whoami", "show who is signed in and until when (no network)", _whoami)
     whoami.add_argument("--json", action="store_true", help="print JSON")
 
@@ -261,6 +269,10 @@ def _renderer(args: argparse.Namespace, fmt: str | None = None) -> Any:
 def _signin(settings: Any, interactive: bool | None = None) -> Any:
     from mailbotcore.signin.authenticator import Authenticator, person_present
 
+    if settings.app_only:
+        from mailbotcore.signin.app_only import AppOnlyAuthenticator
+
+        return AppOnlyAuthenticator(settings)
     return Authenticator(settings, interactive=person_present() if interactive is None else interactive)
 
 
@@ -270,6 +282,14 @@ def _login(args: argparse.Namespace, settings: Any) -> int:
 
     result = account.login(LoginOptions(), settings, _signin(settings, interactive=True))
     _renderer(args).one(result)
+    return errors.EX_OK
+
+
+def _token(args: argparse.Namespace, settings: Any) -> int:
+    from mailbotcore.commands import account
+    from mailbotcore.commands.options import TokenOptions
+
+    _renderer(args).one(account.token(TokenOptions(xoauth2=args.xoauth2), settings, _signin(settings, False)))
     return errors.EX_OK
 
 

@@ -28,6 +28,7 @@ from mailbotcore.results import (
     ReadResult,
     SendResult,
     SignInStatus,
+    TokenResult,
 )
 
 TEXT, JSON, NDJSON = "text", "json", "ndjson"
@@ -87,7 +88,7 @@ class Renderer:
             if not self.quiet:
                 print(result.text, file=self.err, flush=True)
             return
-        if self.format != TEXT and not isinstance(result, (ReadResult,)):
+        if self.format != TEXT and not isinstance(result, (ReadResult, TokenResult)):
             if isinstance(result, OutboxRecord) and result.status == "failed":
                 self._failed(result)
             self._json(record(result))
@@ -137,9 +138,18 @@ class Renderer:
     def _failed(self, result: OutboxRecord) -> None:
         print(f"failed: {result.file}: {(result.error or '').splitlines()[0]}", file=self.err, flush=True)
 
+    def _text_TokenResult(self, result: TokenResult) -> None:
+        print(result.value, file=self.out, flush=True)
+
     def _text_SignInStatus(self, status: SignInStatus) -> None:
         expires = status.access_token_expires
-        print(f"signed in as {status.username}", file=self.out)
+        if status.mode == "app-only":
+            print(f"app-only     app {status.client_id} ({status.credential}), no person signed in", file=self.out)
+            print(f"mailbox      {status.mailbox}", file=self.out)
+        else:
+            print(f"signed in as {status.username}", file=self.out)
+            if status.mailbox and status.mailbox.lower() != status.username.lower():
+                print(f"mailbox      {status.mailbox}", file=self.out)
         print(f"authority    {status.authority}", file=self.out)
         if expires is None:
             print("access token none cached (the next command refreshes it)", file=self.out)
@@ -149,9 +159,14 @@ class Renderer:
         else:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
             print(f"access token valid until {when}", file=self.out)
-        refresh = "present" if status.refresh_token else "missing: run login"
-        print(f"refresh token {refresh}", file=self.out)
-        print(f"token cache  {status.token_cache}", file=self.out)
+        if status.mode != "app-only":
+            refresh = "present" if status.refresh_token else "missing: run login"
+            if status.refresh_token and status.refresh_token_last_used:
+                days = (time.time() - status.refresh_token_last_used) / 86400
+                refresh += f", last used {days:.0f} days ago (it expires after 90 days unused)"
+            print(f"refresh token {refresh}", file=self.out)
+        encrypted = "encrypted" if status.cache_encrypted else "plain JSON"
+        print(f"token cache  {status.token_cache} ({encrypted})", file=self.out)
 
     def _text_LoginResult(self, result: LoginResult) -> None:
         print(f"Signed in as {result.username}.", file=self.err, flush=True)

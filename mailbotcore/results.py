@@ -7,7 +7,7 @@ up in every JSON output of that result without a second list to keep in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailbotcore.errors import MailbotError
 
@@ -77,6 +77,19 @@ class SignInStatus:
     access_token_expires: float | None
     refresh_token: bool
     token_cache: str
+    mode: str = "delegated"  # or "app-only" (client credentials)
+    client_id: str | None = None
+    mailbox: str | None = None
+    credential: str | None = None  # app-only: "client secret" or "certificate"
+    cache_encrypted: bool = False
+    refresh_token_last_used: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """``token``: what goes to stdout, alone (a secret: never logged, never in JSON)."""
+
+    value: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,10 @@ class LoginOptions:
     """How to sign in: ``device-code`` (the default at a terminal)."""
 
     method: str = "device-code"
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    """``token``: the bare access token, or (``xoauth2``) the base64 SASL XOAUTH2 string."""
+
+    xoauth2: bool = False

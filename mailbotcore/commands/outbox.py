@@ -30,6 +30,7 @@ from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import OutboxRecord
 from mailbotcore.store import files as fileutil
 from mailbotcore.store import queue
+from mailbotcore.wire import sasl
 from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.outbox")
@@ -64,7 +65,7 @@ class Outbox:
     def __init__(self, options: OutboxOptions, settings: Settings, provider: TokenProvider) -> None:
         self.settings = settings
         self.directory = options.directory
-        self.provider = provider
+        self.provider = sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)  # a token that outlasts the run
         self.stack = ExitStack()
         self.session: smtp_client.SmtpSession | None = None
         self.connections = 0

@@ -28,6 +28,7 @@ from mailbotcore.config import Settings
 from mailbotcore.errors import ConfigError, ServiceRefused, SignInRequired, TemporaryFailure
 from mailbotcore.results import SignInStatus
 from mailbotcore.signin.cache import TokenCacheFile, discovery_only, merge_account, remove_account
+from mailbotcore.signin.encryption import COMMAND_TIMEOUT, KeySource
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 
 if TYPE_CHECKING:
@@ -82,16 +83,30 @@ class Authenticator:
         self.username = settings.require_username()
         self.interactive = interactive
         self.out = out or sys.stderr
-        self.store = TokenCacheFile(settings.token_cache, max(settings.timeout * 2, 10.0), settings.command("logout"))
+        keys = KeySource(settings.cache_key_file, settings.cache_key_command, min(settings.timeout, COMMAND_TIMEOUT))
+        self.store = TokenCacheFile(
+            settings.token_cache, max(settings.timeout * 2, 10.0), settings.command("logout"), key_source=keys
+        )
         self._token: str | None = None
+        self._expires_at = float("inf")  # of _token, when known
 
     # -- the token provider --------------------------------------------------------------
 
-    def provider(self, force_refresh: bool = False) -> str:
-        """Return an access token, refreshing when ``force_refresh`` (the server refused the last)."""
-        if self._token and not force_refresh:
+    app_only = False
+
+    def refused_hint(self, protocol: str) -> str | None:
+        """The hint when IMAP/SMTP refuse a fresh token (None: the usual "run login")."""
+        return None
+
+    def provider(self, force_refresh: bool = False, min_validity: float = 0) -> str:
+        """Return an access token, refreshing when ``force_refresh`` (the server refused the last)
+        or when it expires within ``min_validity`` seconds (before a long operation)."""
+        if self._token and not force_refresh and self._expires_at - time.time() >= min_validity:
             return self._token
         token = self._silent(force_refresh)
+        if token is not None and not force_refresh and self._expires_at - time.time() < min_validity:
+            log.info("access token expires in less than %d s: refreshing it first", min_validity)
+            token = self._silent(True)
         if token is None:
             if not self.interactive:
                 raise SignInRequired(
@@ -126,6 +141,7 @@ class Authenticator:
                 self.store.save_http_cache(http_cache, before)
         if result and "access_token" in result:
             log.info("access token from %s", "cache" if result.get("token_source") == "cache" else "refresh")
+            self._expires_at = time.time() + float(result.get("expires_in") or 0)
             return str(result["access_token"])
         if result is None:
             log.info("no usable token in the cache for %s", self.username)
@@ -262,13 +278,20 @@ class Authenticator:
             for entry in state.get("AccessToken", {}).values()
             if entry.get("home_account_id") == home
         ]
-        has_refresh = any(entry.get("home_account_id") == home for entry in state.get("RefreshToken", {}).values())
+        refresh = [e for e in state.get("RefreshToken", {}).values() if e.get("home_account_id") == home]
+        last_used = [
+            float(e["last_modification_time"]) for e in refresh if str(e.get("last_modification_time", "")).isdigit()
+        ]
         return SignInStatus(
             username=str(accounts[0].get("username", self.username)),
             authority=self.settings.authority,
             access_token_expires=max(expiries) if expiries else None,
-            refresh_token=has_refresh,
+            refresh_token=bool(refresh),
             token_cache=str(self.store.path),
+            client_id=self.settings.client_id,
+            mailbox=self.settings.mailbox_user,
+            cache_encrypted=self.store.encrypted_on_disk(),
+            refresh_token_last_used=max(last_used) if last_used else None,
         )
 
     def logout(self) -> tuple[bool, Path | None]:
