@@ -92,7 +92,41 @@ def build_parser(program: str) -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    command("login", "sign in with a device code and save the tokens", _login)
+    login = command("login", "sign in (device code by default, or --browser / --paste) and save the tokens", _login)
+    how = login.add_mutually_exclusive_group()
+    how.add_argument(
+        "--browser",
+        action="store_const",
+        dest="method",
+        const="browser",
+        help="sign in in a browser on this machine (authorization code + PKCE, redirect to OUTLOOK_REDIRECT_URI)",
+    )
+    how.add_argument(
+        "--paste",
+        action="store_const",
+        dest="method",
+        const="paste",
+        help="print the sign-in address, then read the address the browser ended on from standard input",
+    )
+    how.add_argument(
+        "--print-url",
+        action="store_const",
+        dest="method",
+        const="print-url",
+        help="step 1 of 2 for scripts: print the sign-in address and keep the flow state (10 minutes)",
+    )
+    how.add_argument(
+        "--redirect-url",
+        metavar="URL",
+        help="step 2 of 2: redeem the address the browser ended on ('-' reads it from standard input)",
+    )
+    login.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=300,
+        metavar="SECONDS",
+        help="--browser: give up after SECONDS without a sign-in (default 300)",
+    )
     command("logout", "remove this account's tokens from the cache", _logout)
     token = command(
         "token",
@@ -280,7 +314,12 @@ def _login(args: argparse.Namespace, settings: Any) -> int:
     from mailbotcore.commands import account
     from mailbotcore.commands.options import LoginOptions
 
-    result = account.login(LoginOptions(), settings, _signin(settings, interactive=True))
+    method = args.method or ("redirect-url" if args.redirect_url else "device-code")
+    redirect_url = args.redirect_url
+    if redirect_url == "-":
+        redirect_url = sys.stdin.readline()
+    options = LoginOptions(method=method, redirect_url=redirect_url, timeout=args.timeout)
+    result = account.login(options, settings, _signin(settings, interactive=True))
     _renderer(args).one(result)
     return errors.EX_OK
 

@@ -169,6 +169,15 @@ class Renderer:
         print(f"token cache  {status.token_cache} ({encrypted})", file=self.out)
 
     def _text_LoginResult(self, result: LoginResult) -> None:
+        if result.sign_in_url is not None:
+            print(result.sign_in_url, file=self.out, flush=True)
+            print(
+                f"Open that address, sign in as {result.username}, then run login --redirect-url with the address "
+                "the browser ends on (a localhost page that fails to load is expected; it works for 10 minutes).",
+                file=self.err,
+                flush=True,
+            )
+            return
         print(f"Signed in as {result.username}.", file=self.err, flush=True)
 
     def _text_LogoutResult(self, result: LogoutResult) -> None:

@@ -95,6 +95,7 @@ class TokenResult:
 @dataclass(frozen=True)
 class LoginResult:
     username: str
+    sign_in_url: str | None = None  # login --print-url: the address to open (stdout)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,12 @@ from mailbotcore.wire import sasl
 def login(options: LoginOptions, settings: Settings, auth: Authenticator) -> LoginResult:
     """Always signs in now: a person asked for it, so a terminal is not required."""
     settings.require_client_id()
-    auth.login()
+    if options.method == "device-code":
+        auth.login()
+        return LoginResult(auth.username)
+    url = auth.login_with(options.method, options.timeout, options.redirect_url)
+    if url is not None:
+        return LoginResult(auth.username, sign_in_url=url)
     return LoginResult(auth.username)
 
 

@@ -67,9 +67,12 @@ class OutboxOptions:
 
 @dataclass(frozen=True)
 class LoginOptions:
-    """How to sign in: ``device-code`` (the default at a terminal)."""
+    """How to sign in: ``device-code`` (the default), ``browser``, ``paste``, ``print-url``
+    or ``redirect-url`` (with ``redirect_url``, the address the browser ended on)."""
 
     method: str = "device-code"
+    redirect_url: str | None = None
+    timeout: float = 300.0
 
 
 @dataclass(frozen=True)

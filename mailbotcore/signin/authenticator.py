@@ -242,6 +242,12 @@ class Authenticator:
             elif error in ("authorization_declined", "access_denied"):
                 hint = hint or "the sign-in was declined in the browser; run login again to retry"
             raise SignInRequired(f"sign-in for {self.username} failed: {message}", hint=hint)
+        return self._save_sign_in(result, cache, http_cache, before)
+
+    def _save_sign_in(
+        self, result: dict[str, Any], cache: msal.SerializableTokenCache, http_cache: dict[Any, Any], before: bytes
+    ) -> str:
+        """Check who signed in, then merge the account into the cache on disk (any sign-in method)."""
         signed_in = str(result.get("id_token_claims", {}).get("preferred_username", ""))
         if signed_in and signed_in.lower() != self.username.lower():
             raise SignInRequired(
@@ -253,7 +259,28 @@ class Authenticator:
             disk = self.store.read_state()
             self.store.write_state(merge_account(disk, json.loads(cache.serialize()), home_account_id))
             self.store.save_http_cache(http_cache, before)
+        self._expires_at = time.time() + float(result.get("expires_in") or 0)
         return str(result["access_token"])
+
+    def login_with(
+        self, method: str, timeout: float = 300, redirect_url: str | None = None, stdin: Any = None
+    ) -> str | None:
+        """Sign in with the authorization code flow (``browser``, ``paste``, ``print-url``,
+        ``redirect-url``); returns the sign-in address for ``print-url``, else None."""
+        from mailbotcore.signin.flows import CodeFlow
+
+        flow = CodeFlow(self, self.out)
+        if method == "print-url":
+            return flow.print_url()
+        if method == "browser":
+            self._token = flow.browser(timeout)
+        elif method == "paste":
+            self._token = flow.paste(stdin or sys.stdin)
+        elif method == "redirect-url":
+            self._token = flow.redeem(redirect_url or "")
+        else:
+            raise ValueError(f"unknown sign-in method {method}")
+        return None
 
     def _home_account_id(self, cache: msal.SerializableTokenCache) -> str:
         for account in json.loads(cache.serialize()).get("Account", {}).values():
