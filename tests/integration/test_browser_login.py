@@ -150,6 +150,7 @@ def test_login_paste_one_step(account: Account, ca_pem: Path) -> None:
     landed = authorize(url, ca_pem)
     assert landed.startswith("http://localhost?code=") or landed.startswith("http://localhost/?code=")
     out, err = proc.communicate(landed + "\n", timeout=60)
+    assert out == ""
     text = "".join(shown) + err
     assert proc.returncode == 0, text
     assert "that is expected" in text and "Warning" not in text
