@@ -10,8 +10,8 @@ Both functions refresh silently with the token cache ``python mailbot.py login``
 (0 requests while the cached access token is valid); with app-only settings
 (OUTLOOK_CLIENT_SECRET_FILE or OUTLOOK_CLIENT_CERTIFICATE) they get the app's token instead.
 They are what ``python mailbot.py token`` (and ``token --xoauth2``, base64 of the same) print.
-When a person must sign in again they raise ``mailbotcore.errors.SignInRequired``, whose ``hint`` says what to run. Not installed
-by pip: installed code uses ``mailbotcore.signin``.
+When a person must sign in again they raise ``mailbotcore.errors.SignInRequired``, whose
+``hint`` says what to run. Not installed by pip: installed code uses ``mailbotcore.signin``.
 """
 
 from __future__ import annotations
