@@ -110,7 +110,7 @@ class LogoutResult:
 class Check:
     """One ``doctor`` line; a failed check carries the error (its exit code is the run's)."""
 
-    status: str  # OK | FAIL | SKIP
+    status: str  # OK | WARN | FAIL | SKIP
     label: str
     detail: str | None = None
     hint: str | None = None

@@ -310,3 +310,25 @@ def test_token_xoauth2_is_accepted_by_imap(service: Account, ca_pem: Path) -> No
         assert (typ, data) == ("OK", [b"1"])
     finally:
         imap.logout()
+
+
+def test_doctor_app_only(service: Account) -> None:
+    result = service.run("doctor")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        f"OK   configuration: app-only access to {service.address} as app {APP_ID} (client secret), authority "
+    )
+    assert lines[1].endswith("does not exist yet (app-only: the first run creates it)")
+    assert (
+        f"OK   app-only token (client credentials): the identity platform issued an app token for app {APP_ID}" in lines
+    )
+    assert any(line.startswith("OK   IMAP XOAUTH2 sign-in and LIST") for line in lines)
+    assert SECRET not in result.stdout + result.stderr
+    service.servers.revoke_app(service.address, service.extra["object_id"])
+    try:
+        refused = service.run("doctor")
+        assert refused.returncode == 77
+        assert f"     {exchange_hint(service.address)}" in refused.stdout.splitlines()
+    finally:
+        service.servers.grant_app(service.address, service.extra["object_id"])

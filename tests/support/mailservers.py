@@ -275,6 +275,9 @@ class MailServers:
                 break
             time.sleep(0.01)
         time.sleep(0.2)  # the old auth process finishes; new logins get a fresh one
+        # Postfix's smtpd processes keep their connection to the old auth process (and so
+        # the old grants): let them be replaced too.
+        self._reload_postfix()
 
     def home(self, address: str) -> Path:
         return self.dir / "mail" / address.lower()
