@@ -45,6 +45,8 @@ SETTINGS_HELP = {
     "OUTLOOK_CLIENT_CERTIFICATE",
     "OUTLOOK_REDIRECT_URI": "an http://localhost URL registered under Mobile and desktop applications, "
     "e.g. http://localhost or http://localhost:8765",
+    "OUTLOOK_CLIENT_CERTIFICATE_PASSWORD": "the password of OUTLOOK_CLIENT_CERTIFICATE "
+    "(prefer OUTLOOK_CLIENT_CERTIFICATE_PASSWORD_FILE)",
     "MAILBOT_CACHE_KEY_FILE": "the path of a private file holding the token cache key or passphrase",
     "MAILBOT_CACHE_KEY_COMMAND": "a command that prints the token cache key or passphrase, e.g. pass show mailbot",
 }
