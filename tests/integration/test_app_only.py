@@ -332,3 +332,20 @@ def test_doctor_app_only(service: Account) -> None:
         assert f"     {exchange_hint(service.address)}" in refused.stdout.splitlines()
     finally:
         service.servers.grant_app(service.address, service.extra["object_id"])
+
+
+def test_no_secret_or_token_in_verbose_logs_and_logout(service: Account) -> None:
+    result = service.run("-vv", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    tokens = [t.token for t in service.idp.app_tokens]
+    assert tokens
+    for secret in [SECRET, *tokens]:
+        assert secret not in result.stdout + result.stderr
+        assert secret[:20] not in result.stderr
+    assert "client_secret=" not in result.stderr or "client_secret=***" in result.stderr
+    out = service.run("logout")
+    assert out.returncode == 0, out.stderr
+    assert not json.loads(service.cache.read_text()).get("AccessToken")
+    service.idp.reset_counts()
+    assert service.run("list").returncode == 0
+    assert service.idp.counts().get("token:client_credentials") == 1
