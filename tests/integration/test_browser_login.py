@@ -232,3 +232,16 @@ def test_device_code_blocked_suggests_browser(account: Account) -> None:
     assert result.returncode == 77
     assert "AADSTS530033" in error_lines(result.stderr)[0]
     assert 'login --browser", or "python mailbot.py login --paste"' in error_lines(result.stderr)[1]
+
+
+def test_redirect_url_for_another_account_is_refused(account: Account, ca_pem: Path) -> None:
+    url = account.run("login", "--print-url").stdout.strip()
+    landed = authorize(url, ca_pem)
+    result = account.run("login", "--redirect-url", landed, env={"OUTLOOK_USERNAME": "someone-else@example.com"})
+    assert result.returncode == 77
+    assert error_lines(result.stderr) == [
+        f"error: the sign-in was started for another username ({account.address})",
+        'hint: run "python mailbot.py login --print-url" again',
+    ]
+    assert not account.cache.exists()
+    assert account.run("login", "--redirect-url", landed).returncode == 0  # the right account still can
