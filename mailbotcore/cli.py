@@ -71,7 +71,8 @@ def build_parser(program: str) -> argparse.ArgumentParser:
     parser = Parser(
         prog=program,
         description="Read and send Outlook.com / Microsoft 365 mail over IMAP and SMTP with OAuth 2 "
-        "(device-code sign-in). Without a command, lists the newest messages.",
+        "(sign-in by device code, browser, pasted address, or app-only). Without a command, lists the newest "
+        "messages.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

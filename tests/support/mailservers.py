@@ -36,7 +36,10 @@ XOAUTH2 error continuation). Delegation: logging in as a mailbox named ``shared*
 also works with a token whose ``mailbox`` claim names it (``access_token("alice@...", key,
 mailbox="shared1@example.com")``); a token *without* that claim for such a mailbox gets
 [UNAVAILABLE] (Dovecot calls a missing claim an internal error), which is why delegation
-is limited to that name pattern.
+is limited to that name pattern. App-only: a service mailbox named ``svc*@...`` opens only
+with an app token (``oid`` claim, no ``email``) of an app granted it with ``grant_app(mailbox,
+app_object_id)`` (``revoke_app`` undoes it; both reload Dovecot and Postfix), as Exchange's
+``Add-MailboxPermission`` does; no person's token opens it.
 
 Mail: Postfix relays example.com over LMTP to Dovecot (one recipient per transaction, so
 each copy has a Delivered-To header). Any other domain is rewritten to
