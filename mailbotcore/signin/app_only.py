@@ -235,6 +235,12 @@ class AppOnlyAuthenticator(Authenticator):
             hint=f'check it with "{self.settings.command("doctor")}"',
         )
 
+    def login_with(
+        self, method: str, timeout: float = 300, redirect_url: str | None = None, stdin: Any = None
+    ) -> str | None:
+        self.login()
+        return None
+
     def status(self) -> SignInStatus:
         state = self.store.read_state()
         expiries = [int(entry.get("expires_on", 0)) for entry in self._app_entries(state)]

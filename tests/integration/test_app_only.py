@@ -135,6 +135,7 @@ def test_whoami_says_app_only_which_app_which_mailbox(service: Account) -> None:
     assert error_lines(login.stderr)[0] == (
         f"error: app-only access for {service.address} needs no login: the app signs in by itself"
     )
+    assert service.run("login", "--browser", "--timeout", "1").returncode == 64
 
 
 def test_send_and_fetch_with_exec_that_sees_no_secret(service: Account, tmp_path: Path) -> None:
