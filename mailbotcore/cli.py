@@ -71,7 +71,8 @@ def build_parser(program: str) -> argparse.ArgumentParser:
     parser = Parser(
         prog=program,
         description="Read and send Outlook.com / Microsoft 365 mail over IMAP and SMTP with OAuth 2 "
-        "(device-code sign-in). Without a command, lists the newest messages.",
+        "(sign-in by device code, browser, pasted address, or app-only). Without a command, lists the newest "
+        "messages.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -92,8 +93,50 @@ def build_parser(program: str) -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    command("login", "sign in with a device code and save the tokens", _login)
+    login = command("login", "sign in (device code by default, or --browser / --paste) and save the tokens", _login)
+    how = login.add_mutually_exclusive_group()
+    how.add_argument(
+        "--browser",
+        action="store_const",
+        dest="method",
+        const="browser",
+        help="sign in in a browser on this machine (authorization code + PKCE, redirect to OUTLOOK_REDIRECT_URI)",
+    )
+    how.add_argument(
+        "--paste",
+        action="store_const",
+        dest="method",
+        const="paste",
+        help="print the sign-in address, then read the address the browser ended on from standard input",
+    )
+    how.add_argument(
+        "--print-url",
+        action="store_const",
+        dest="method",
+        const="print-url",
+        help="step 1 of 2 for scripts: print the sign-in address and keep the flow state (10 minutes)",
+    )
+    how.add_argument(
+        "--redirect-url",
+        metavar="URL",
+        help="step 2 of 2: redeem the address the browser ended on ('-' reads it from standard input)",
+    )
+    login.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=300,
+        metavar="SECONDS",
+        help="--browser: give up after SECONDS without a sign-in (default 300)",
+    )
     command("logout", "remove this account's tokens from the cache", _logout)
+    token = command(
+        "token",
+        "print a valid access token for other mail tools (msmtp passwordeval, mbsync PassCmd...)",
+        _token,
+    )
+    token.add_argument(
+        "--xoauth2", action="store_true", help="print the base64 SASL XOAUTH2 string instead of the bare token"
+    )
     whoami = command("whoami", "show who is signed in and until when (no network)", _whoami)
     whoami.add_argument("--json", action="store_true", help="print JSON")
 
@@ -267,6 +310,10 @@ def _renderer(args: argparse.Namespace, fmt: str | None = None) -> Any:
 def _signin(settings: Any, interactive: bool | None = None) -> Any:
     from mailbotcore.signin.authenticator import Authenticator, person_present
 
+    if settings.app_only:
+        from mailbotcore.signin.app_only import AppOnlyAuthenticator
+
+        return AppOnlyAuthenticator(settings)
     return Authenticator(settings, interactive=person_present() if interactive is None else interactive)
 
 
@@ -274,8 +321,21 @@ def _login(args: argparse.Namespace, settings: Any) -> int:
     from mailbotcore.commands import account
     from mailbotcore.commands.options import LoginOptions
 
-    result = account.login(LoginOptions(), settings, _signin(settings, interactive=True))
+    method = args.method or ("redirect-url" if args.redirect_url else "device-code")
+    redirect_url = args.redirect_url
+    if redirect_url == "-":
+        redirect_url = sys.stdin.readline()
+    options = LoginOptions(method=method, redirect_url=redirect_url, timeout=args.timeout)
+    result = account.login(options, settings, _signin(settings, interactive=True))
     _renderer(args).one(result)
+    return errors.EX_OK
+
+
+def _token(args: argparse.Namespace, settings: Any) -> int:
+    from mailbotcore.commands import account
+    from mailbotcore.commands.options import TokenOptions
+
+    _renderer(args).one(account.token(TokenOptions(xoauth2=args.xoauth2), settings, _signin(settings, False)))
     return errors.EX_OK
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailbotcore.errors import ConfigError
@@ -39,7 +39,29 @@ SETTINGS_HELP = {
     "MAILBOT_ACCOUNT": "an account name: letters, digits, '.', '_' or '-', e.g. MAILBOT_ACCOUNT=work",
     "OUTLOOK_SEND_VIA": "smtp, graph or auto (default auto: SMTP, and Microsoft Graph when SMTP AUTH is disabled)",
     "OUTLOOK_GRAPH_URL": "an https URL, default https://graph.microsoft.com",
+    "OUTLOOK_CLIENT_SECRET_FILE": "the path of a private file holding the app's client secret (app-only access)",
+    "OUTLOOK_CLIENT_SECRET": "the app's client secret value (app-only access; prefer OUTLOOK_CLIENT_SECRET_FILE)",
+    "OUTLOOK_CLIENT_CERTIFICATE": "the path of a PEM file with certificate and private key, or a .pfx/.p12 file "
+    "(app-only access)",
+    "OUTLOOK_CLIENT_CERTIFICATE_PASSWORD_FILE": "the path of a private file holding the password of "
+    "OUTLOOK_CLIENT_CERTIFICATE",
+    "OUTLOOK_REDIRECT_URI": "an http://localhost URL registered under Mobile and desktop applications, "
+    "e.g. http://localhost or http://localhost:8765",
+    "OUTLOOK_CLIENT_CERTIFICATE_PASSWORD": "the password of OUTLOOK_CLIENT_CERTIFICATE "
+    "(prefer OUTLOOK_CLIENT_CERTIFICATE_PASSWORD_FILE)",
+    "MAILBOT_CACHE_KEY_FILE": "the path of a private file holding the token cache key or passphrase",
+    "MAILBOT_CACHE_KEY_COMMAND": "a command that prints the token cache key or passphrase, e.g. pass show mailbot",
 }
+# Settings whose values are secrets: never passed on to child processes (fetch --exec).
+SECRET_VARIABLES = ("OUTLOOK_CLIENT_SECRET", "OUTLOOK_CLIENT_CERTIFICATE_PASSWORD")
+DEFAULT_REDIRECT_URI = "http://localhost"
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment without secret settings: what child processes get."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+
+
 # Finite, sane ranges: a timeout of 1e10 s is a hang, a send rate of 1e-300 a sleep forever.
 NUMBER_BOUNDS = {
     "MAILBOT_TIMEOUT": (0.1, 3600.0),
@@ -76,6 +98,19 @@ class Settings:
     env_searched: tuple[Path, ...] = ()
     send_via: str = "auto"
     graph_url: str = "https://graph.microsoft.com"
+    client_secret_file: Path | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    client_certificate: Path | None = None
+    client_certificate_password_file: Path | None = None
+    client_certificate_password: str | None = field(default=None, repr=False)
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+    cache_key_file: Path | None = None
+    cache_key_command: str | None = None
+
+    @property
+    def app_only(self) -> bool:
+        """App-only access (client credentials): a client secret or certificate is configured."""
+        return bool(self.client_secret_file or self.client_secret or self.client_certificate)
 
     def command(self, words: str) -> str:
         """A command line to suggest in a hint, spelled the way the user started mailbot."""
@@ -271,6 +306,28 @@ def load_settings(
     token_cache = path("MAILBOT_TOKEN_CACHE") or default_cache_dir / "token_cache.json"
     state_dir = path("MAILBOT_STATE_DIR") or token_cache.parent
 
+    redirect_uri = text("OUTLOOK_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    if not re.fullmatch(r"http://(localhost|127\.0\.0\.1)(:\d{1,5})?/?", redirect_uri):
+        raise _malformed("OUTLOOK_REDIRECT_URI", redirect_uri)
+    app_files = {
+        name: path(name)
+        for name in (
+            "OUTLOOK_CLIENT_SECRET_FILE",
+            "OUTLOOK_CLIENT_CERTIFICATE",
+            "OUTLOOK_CLIENT_CERTIFICATE_PASSWORD_FILE",
+            "MAILBOT_CACHE_KEY_FILE",
+        )
+    }
+    for name, file in app_files.items():
+        if file is not None and not file.is_file():
+            raise ConfigError(f"{name} names {file}, which does not exist or is not a file")
+    secret, secret_file = text("OUTLOOK_CLIENT_SECRET"), app_files["OUTLOOK_CLIENT_SECRET_FILE"]
+    if (secret or secret_file) and app_files["OUTLOOK_CLIENT_CERTIFICATE"]:
+        raise ConfigError(
+            "both a client secret and OUTLOOK_CLIENT_CERTIFICATE are set: app-only access uses one of them",
+            hint="remove OUTLOOK_CLIENT_SECRET(_FILE) or OUTLOOK_CLIENT_CERTIFICATE",
+        )
+
     return Settings(
         username=username,
         client_id=client_id,
@@ -295,6 +352,14 @@ def load_settings(
         env_searched=(cwd / ".env", config_home / ".env") if env_path is None else (),
         send_via=_send_via(text("OUTLOOK_SEND_VIA")),
         graph_url=_graph_url(text("OUTLOOK_GRAPH_URL")),
+        client_secret_file=secret_file,
+        client_secret=secret,
+        client_certificate=app_files["OUTLOOK_CLIENT_CERTIFICATE"],
+        client_certificate_password_file=app_files["OUTLOOK_CLIENT_CERTIFICATE_PASSWORD_FILE"],
+        client_certificate_password=text("OUTLOOK_CLIENT_CERTIFICATE_PASSWORD"),
+        redirect_uri=redirect_uri.rstrip("/"),
+        cache_key_file=app_files["MAILBOT_CACHE_KEY_FILE"],
+        cache_key_command=text("MAILBOT_CACHE_KEY_COMMAND"),
     )
 
 

@@ -30,6 +30,7 @@ from mailbotcore.results import (
     ReadResult,
     SendResult,
     SignInStatus,
+    TokenResult,
 )
 from mailbotcore.wire.text import clean_line, json_safe
 
@@ -90,7 +91,7 @@ class Renderer:
             if not self.quiet:
                 print(clean_line(result.text), file=self.err, flush=True)
             return
-        if self.format != TEXT and not isinstance(result, (ReadResult,)):
+        if self.format != TEXT and not isinstance(result, (ReadResult, TokenResult)):
             if isinstance(result, OutboxRecord) and result.status == "failed":
                 self._failed(result)
             self._json(record(result))
@@ -141,9 +142,18 @@ class Renderer:
         first = (result.error or "").splitlines()[0] if result.error else ""
         print(f"failed: {clean_line(result.file)}: {clean_line(first)}", file=self.err, flush=True)
 
+    def _text_TokenResult(self, result: TokenResult) -> None:
+        print(result.value, file=self.out, flush=True)
+
     def _text_SignInStatus(self, status: SignInStatus) -> None:
         expires = status.access_token_expires
-        print(f"signed in as {status.username}", file=self.out)
+        if status.mode == "app-only":
+            print(f"app-only     app {status.client_id} ({status.credential}), no person signed in", file=self.out)
+            print(f"mailbox      {status.mailbox}", file=self.out)
+        else:
+            print(f"signed in as {status.username}", file=self.out)
+            if status.mailbox and status.mailbox.lower() != status.username.lower():
+                print(f"mailbox      {status.mailbox}", file=self.out)
         print(f"authority    {status.authority}", file=self.out)
         if expires is None:
             print("access token none cached (the next command refreshes it)", file=self.out)
@@ -153,11 +163,25 @@ class Renderer:
         else:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
             print(f"access token valid until {when}", file=self.out)
-        refresh = "present" if status.refresh_token else "missing: run login"
-        print(f"refresh token {refresh}", file=self.out)
-        print(f"token cache  {status.token_cache}", file=self.out)
+        if status.mode != "app-only":
+            refresh = "present" if status.refresh_token else "missing: run login"
+            if status.refresh_token and status.refresh_token_last_used:
+                days = (time.time() - status.refresh_token_last_used) / 86400
+                refresh += f", last used {days:.0f} days ago (it expires after 90 days unused)"
+            print(f"refresh token {refresh}", file=self.out)
+        encrypted = "encrypted" if status.cache_encrypted else "plain JSON"
+        print(f"token cache  {status.token_cache} ({encrypted})", file=self.out)
 
     def _text_LoginResult(self, result: LoginResult) -> None:
+        if result.sign_in_url is not None:
+            print(result.sign_in_url, file=self.out, flush=True)
+            print(
+                f"Open that address, sign in as {result.username}, then run login --redirect-url with the address "
+                "the browser ends on (a localhost page that fails to load is expected; it works for 10 minutes).",
+                file=self.err,
+                flush=True,
+            )
+            return
         print(f"Signed in as {result.username}.", file=self.err, flush=True)
 
     def _text_LogoutResult(self, result: LogoutResult) -> None:

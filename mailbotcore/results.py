@@ -7,7 +7,7 @@ up in every JSON output of that result without a second list to keep in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailbotcore.errors import MailbotError
 
@@ -77,11 +77,25 @@ class SignInStatus:
     access_token_expires: float | None
     refresh_token: bool
     token_cache: str
+    mode: str = "delegated"  # or "app-only" (client credentials)
+    client_id: str | None = None
+    mailbox: str | None = None
+    credential: str | None = None  # app-only: "client secret" or "certificate"
+    cache_encrypted: bool = False
+    refresh_token_last_used: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """``token``: what goes to stdout, alone (a secret: never logged, never in JSON)."""
+
+    value: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class LoginResult:
     username: str
+    sign_in_url: str | None = None  # login --print-url: the address to open (stdout)
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,7 @@ class LogoutResult:
 class Check:
     """One ``doctor`` line; a failed check carries the error (its exit code is the run's)."""
 
-    status: str  # OK | FAIL | SKIP
+    status: str  # OK | WARN | FAIL | SKIP
     label: str
     detail: str | None = None
     hint: str | None = None

@@ -88,6 +88,9 @@ def idp(idp_session: IdentityStandIn) -> Iterator[IdentityStandIn]:
             "device_code_lifetime",
             "access_token_lifetime",
             "reject_reused_refresh_tokens",
+            "browser_user",
+            "authorize_error",
+            "code_lifetime",
         )
     }
     idp_session.reset_counts()

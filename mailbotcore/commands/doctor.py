@@ -7,6 +7,7 @@ one of the first failure, so a script can tell "sign in again" (77) from "networ
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 
 from mailbotcore.commands import transport
@@ -18,6 +19,8 @@ from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import Check
 from mailbotcore.signin.authenticator import Authenticator
 from mailbotcore.store.files import check_private
+
+REFRESH_TOKEN_WARN_DAYS = 60
 
 # The placeholders of .env.example: a configuration that still holds them was never filled in.
 PLACEHOLDERS = {
@@ -59,8 +62,11 @@ class Doctor:
         cache_ok = config_ok and self.check("token cache", self.token_cache)
         yield
         auth = self.signin(s, interactive=False) if config_ok else None
+        if auth is not None and cache_ok and not auth.app_only:
+            self.refresh_token_age(auth)
+        label = "app-only token (client credentials)" if s.app_only else "signed in, token refreshable"
         signed_in = bool(auth and cache_ok) and self.check(
-            "signed in, token refreshable",
+            label,
             lambda: self.refresh(auth),  # type: ignore[arg-type]
         )
         if not signed_in:
@@ -128,10 +134,39 @@ class Doctor:
                     f"{name} is still the placeholder {value} from .env.example",
                     hint="put your own values in the .env (README: Register the app)",
                 )
+        if s.app_only:
+            from mailbotcore.signin.app_only import client_credential
+
+            credential = client_credential(s)  # readable, private, holds what it must
+            kind = "client secret" if isinstance(credential, str) else "certificate"
+            return f"app-only access to {s.mailbox_user} as app {s.client_id} ({kind}), authority {s.authority}" + (
+                f", env file {s.env_file}" if s.env_file else ""
+            )
         return f"{s.username}, authority {s.authority}" + (f", env file {s.env_file}" if s.env_file else "")
+
+    def refresh_token_age(self, auth: Authenticator) -> None:
+        """WARN when the refresh token was last used more than 60 of its 90 days ago."""
+        try:
+            last = auth.status().refresh_token_last_used
+        except MailbotError:
+            return  # the sign-in check below says what is wrong
+        if last is None:
+            return
+        days = (time.time() - last) / 86400
+        if days > REFRESH_TOKEN_WARN_DAYS:
+            self.checks.append(
+                Check(
+                    "WARN",
+                    "refresh token age",
+                    f"last used {days:.0f} days ago; it expires after 90 days without use (AADSTS700082)",
+                    f'any command that signs in renews it; or run "{self.settings.command("login")}" again',
+                )
+            )
 
     def token_cache(self) -> str:
         path = self.settings.token_cache
+        if self.settings.app_only and not path.exists():
+            return f"{path} does not exist yet (app-only: the first run creates it)"
         if not path.exists():
             raise SignInRequired(
                 f"no token cache at {path}", hint=f'run "{self.settings.command("login")}" in a terminal'
@@ -141,6 +176,8 @@ class Doctor:
 
     def refresh(self, auth: Authenticator) -> str:
         auth.provider(force_refresh=True)
+        if auth.app_only:
+            return f"the identity platform issued an app token for app {self.settings.client_id}"
         return "a fresh access token was issued"
 
     def resolve(self, host: str, port: int) -> str:

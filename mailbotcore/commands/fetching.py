@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mailbotcore.commands.options import FetchOptions
-from mailbotcore.config import Settings
+from mailbotcore.config import Settings, child_environment
 from mailbotcore.errors import ServiceRefused, TemporaryFailure, UsageError
 from mailbotcore.mail import headers as messages
 from mailbotcore.net import imap as imap_client
@@ -33,6 +33,7 @@ from mailbotcore.store import files as fileutil
 from mailbotcore.store import maildir
 from mailbotcore.store.fetch_state import FetchState, StateFile
 from mailbotcore.wire import imap as imapwire
+from mailbotcore.wire import sasl
 from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.fetch")
@@ -226,7 +227,7 @@ class Fetcher:
 
     def run_handler(self, uid: int, raw: bytes, summary: messages.MessageSummary) -> int:
         env = dict(
-            os.environ,
+            child_environment(),  # without OUTLOOK_CLIENT_SECRET & co.
             MAILBOT_UID=str(uid),
             MAILBOT_UIDVALIDITY=str(self.uidvalidity),
             MAILBOT_FOLDER=self.folder,
@@ -286,7 +287,7 @@ def fetch(options: FetchOptions, settings: Settings, provider: TokenProvider) ->
     count = 0
     with (
         fileutil.FileLock(state_file.lock_path, options.wait, busy),
-        imap_client.connect(settings, provider) as session,
+        imap_client.connect(settings, sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)) as session,
     ):
         info = session.select(options.folder, readonly=not writable)
         if options.move_to and not (session.has_capability("MOVE") or session.has_capability("UIDPLUS")):

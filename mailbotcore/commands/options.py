@@ -67,6 +67,16 @@ class OutboxOptions:
 
 @dataclass(frozen=True)
 class LoginOptions:
-    """How to sign in: ``device-code`` (the default at a terminal)."""
+    """How to sign in: ``device-code`` (the default), ``browser``, ``paste``, ``print-url``
+    or ``redirect-url`` (with ``redirect_url``, the address the browser ended on)."""
 
     method: str = "device-code"
+    redirect_url: str | None = None
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    """``token``: the bare access token, or (``xoauth2``) the base64 SASL XOAUTH2 string."""
+
+    xoauth2: bool = False

@@ -33,6 +33,7 @@ from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import OutboxRecord
 from mailbotcore.store import files as fileutil
 from mailbotcore.store import queue
+from mailbotcore.wire import sasl
 from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.outbox")
@@ -85,6 +86,7 @@ class Outbox:
         self.provider = provider
         # SMTP or Microsoft Graph (OUTLOOK_SEND_VIA), one message at a time: never more than one
         # request per mailbox in flight (Graph allows 4), paced by the same Pacer either way.
+        self.provider = sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)  # a token that outlasts the run
         self.stack = ExitStack()
         self.transport = self.stack.enter_context(Transport(settings, provider, graph_providers))
         self.failed = 0

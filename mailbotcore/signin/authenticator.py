@@ -28,6 +28,7 @@ from mailbotcore.errors import ConfigError, MailbotError, ServiceRefused, SignIn
 from mailbotcore.net.http import http_session as _http_session
 from mailbotcore.results import SignInStatus
 from mailbotcore.signin.cache import TokenCacheFile, http_cache_to_json, merge_account, remove_account
+from mailbotcore.signin.encryption import COMMAND_TIMEOUT, KeySource
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 from mailbotcore.store.files import Reservation
 from mailbotcore.wire import graph as graphwire
@@ -71,17 +72,31 @@ class Authenticator:
         self.username = settings.require_username()
         self.interactive = interactive
         self.out = out or sys.stderr
-        self.store = TokenCacheFile(settings.token_cache, max(settings.timeout * 2, 10.0), settings.command("logout"))
+        keys = KeySource(settings.cache_key_file, settings.cache_key_command, min(settings.timeout, COMMAND_TIMEOUT))
+        self.store = TokenCacheFile(
+            settings.token_cache, max(settings.timeout * 2, 10.0), settings.command("logout"), key_source=keys
+        )
         self._token: str | None = None
         self._tokens: dict[tuple[str, ...], str] = {}
+        self._expires_at = float("inf")  # of _token, when known
 
     # -- the token provider --------------------------------------------------------------
 
-    def provider(self, force_refresh: bool = False) -> str:
-        """Return an access token, refreshing when ``force_refresh`` (the server refused the last)."""
-        if self._token and not force_refresh:
+    app_only = False
+
+    def refused_hint(self, protocol: str) -> str | None:
+        """The hint when IMAP/SMTP refuse a fresh token (None: the usual "run login")."""
+        return None
+
+    def provider(self, force_refresh: bool = False, min_validity: float = 0) -> str:
+        """Return an access token, refreshing when ``force_refresh`` (the server refused the last)
+        or when it expires within ``min_validity`` seconds (before a long operation)."""
+        if self._token and not force_refresh and self._expires_at - time.time() >= min_validity:
             return self._token
         token = self._silent(force_refresh)
+        if token is not None and not force_refresh and self._expires_at - time.time() < min_validity:
+            log.info("access token expires in less than %d s: refreshing it first", min_validity)
+            token = self._silent(True)
         if token is None:
             if not self.interactive:
                 raise SignInRequired(
@@ -150,6 +165,8 @@ class Authenticator:
                 self.store.save_http_cache(http_cache, before)
         if result and "access_token" in result:
             log.info("access token from %s", "cache" if result.get("token_source") == "cache" else "refresh")
+            if scopes is None:  # the mail token's life (Graph tokens are kept apart)
+                self._expires_at = time.time() + float(result.get("expires_in") or 0)
             return str(result["access_token"])
         if result is None:
             log.info("no usable token in the cache for %s", self.username)
@@ -295,6 +312,18 @@ class Authenticator:
             elif error in ("authorization_declined", "access_denied"):
                 hint = hint or "the sign-in was declined in the browser; run login again to retry"
             raise SignInRequired(f"sign-in for {self.username} failed: {message}", hint=hint)
+        return self._save_sign_in(result, cache, http_cache, before, reservation, mail_token=scopes == SCOPES)
+
+    def _save_sign_in(
+        self,
+        result: dict[str, Any],
+        cache: msal.SerializableTokenCache,
+        http_cache: dict[Any, Any],
+        before: bytes,
+        reservation: Reservation | None = None,
+        mail_token: bool = True,
+    ) -> str:
+        """Check who signed in, then merge the account into the cache on disk (any sign-in method)."""
         signed_in = str(result.get("id_token_claims", {}).get("preferred_username", ""))
         if signed_in and signed_in.lower() != self.username.lower():
             raise SignInRequired(
@@ -306,7 +335,29 @@ class Authenticator:
             disk = self.store.read_state()
             self.store.write_state(merge_account(disk, json.loads(cache.serialize()), home_account_id), reservation)
             self.store.save_http_cache(http_cache, before)
+        if mail_token:
+            self._expires_at = time.time() + float(result.get("expires_in") or 0)
         return str(result["access_token"])
+
+    def login_with(
+        self, method: str, timeout: float = 300, redirect_url: str | None = None, stdin: Any = None
+    ) -> str | None:
+        """Sign in with the authorization code flow (``browser``, ``paste``, ``print-url``,
+        ``redirect-url``); returns the sign-in address for ``print-url``, else None."""
+        from mailbotcore.signin.flows import CodeFlow
+
+        flow = CodeFlow(self, self.out)
+        if method == "print-url":
+            return flow.print_url()
+        if method == "browser":
+            self._token = flow.browser(timeout)
+        elif method == "paste":
+            self._token = flow.paste(stdin or sys.stdin)
+        elif method == "redirect-url":
+            self._token = flow.redeem(redirect_url or "")
+        else:
+            raise ValueError(f"unknown sign-in method {method}")
+        return None
 
     def _home_account_id(self, cache: msal.SerializableTokenCache) -> str:
         for account in json.loads(cache.serialize()).get("Account", {}).values():
@@ -331,13 +382,20 @@ class Authenticator:
             for entry in state.get("AccessToken", {}).values()
             if entry.get("home_account_id") == home
         ]
-        has_refresh = any(entry.get("home_account_id") == home for entry in state.get("RefreshToken", {}).values())
+        refresh = [e for e in state.get("RefreshToken", {}).values() if e.get("home_account_id") == home]
+        last_used = [
+            float(e["last_modification_time"]) for e in refresh if str(e.get("last_modification_time", "")).isdigit()
+        ]
         return SignInStatus(
             username=str(accounts[0].get("username", self.username)),
             authority=self.settings.authority,
             access_token_expires=max(expiries) if expiries else None,
-            refresh_token=has_refresh,
+            refresh_token=bool(refresh),
             token_cache=str(self.store.path),
+            client_id=self.settings.client_id,
+            mailbox=self.settings.mailbox_user,
+            cache_encrypted=self.store.encrypted_on_disk(),
+            refresh_token_last_used=max(last_used) if last_used else None,
         )
 
     def logout(self) -> tuple[bool, Path | None]:

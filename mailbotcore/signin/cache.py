@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailbotcore.errors import SignInRequired, TemporaryFailure
+from mailbotcore.signin import encryption
 from mailbotcore.store import files as fileutil
 
 if TYPE_CHECKING:
@@ -27,12 +28,27 @@ log = logging.getLogger("mailbot.auth")
 class TokenCacheFile:
     """MSAL's ``SerializableTokenCache`` kept in one JSON file, plus the persisted ``http_cache``."""
 
-    def __init__(self, path: Path, lock_wait: float, logout_command: str = "mailbot logout") -> None:
+    def __init__(
+        self,
+        path: Path,
+        lock_wait: float,
+        logout_command: str = "mailbot logout",
+        key_source: encryption.KeySource | None = None,
+    ) -> None:
         self.path = path
+        self.key_source = key_source
         self.logout_command = logout_command
         self.http_cache_path = path.with_name(path.name + ".http-cache")
         self.lock_path = path.with_name(path.name + ".lock")
         self.lock_wait = lock_wait
+
+    def encrypted_on_disk(self) -> bool:
+        """Whether the file on disk is encrypted (no key needed to tell)."""
+        try:
+            with self.path.open("rb") as handle:
+                return encryption.is_encrypted(handle.read(len(encryption.MAGIC)))
+        except OSError:
+            return False
 
     def lock(self) -> fileutil.FileLock:
         return fileutil.FileLock(
@@ -48,7 +64,7 @@ class TokenCacheFile:
         if data is None:
             return {}
         try:
-            text = data.decode("utf-8")
+            text = self._plain(data).decode("utf-8")
             state = json.loads(text) if text.strip() else {}
             if not isinstance(state, dict):
                 raise ValueError("not a JSON object")
@@ -118,6 +134,8 @@ class TokenCacheFile:
         """Atomically (into ``reservation`` when given); on a full disk the old cache stays as
         it was and the run exits 75."""
         data = json.dumps(state, indent=1, sort_keys=True).encode()
+        if self.key_source is not None and self.key_source.configured:
+            data = self.key_source.key().encrypt(data)  # a plain cache is encrypted at its next save
         if reservation is None:
             fileutil.write_private(self.path, data, "token cache")
             return
@@ -125,6 +143,23 @@ class TokenCacheFile:
             reservation.commit(data)
         except OSError as exc:
             raise fileutil.os_failure(exc, "write the token cache", self.path) from exc
+
+    def _plain(self, data: bytes) -> bytes:
+        """The cache JSON of the file's bytes, decrypting an encrypted cache (exit 77 if it cannot)."""
+        if not encryption.is_encrypted(data):
+            return data
+        if self.key_source is None or not self.key_source.configured:
+            raise SignInRequired(
+                f"the token cache {self.path} is encrypted, but no key is configured; it was left untouched",
+                hint="set MAILBOT_CACHE_KEY_FILE or MAILBOT_CACHE_KEY_COMMAND to the key it was encrypted with",
+            )
+        key = self.key_source.key()
+        try:
+            return key.decrypt(data)
+        except encryption.DecryptError as exc:
+            raise SignInRequired(
+                f"cannot decrypt the token cache {self.path} with {key.origin}: {exc}; it was left untouched"
+            ) from exc
 
     def load_http_cache(self) -> dict[Any, Any]:
         """MSAL's http_cache (tenant discovery documents, no tokens, no errors); {} when unusable.

@@ -56,3 +56,25 @@ def test_doctor_not_signed_in_and_unreachable(account: Account) -> None:
     assert result.returncode == 77
     assert "FAIL token cache: no token cache" in result.stdout
     assert "FAIL SMTP localhost:1 TCP connect: SMTP server localhost port 1 refused the connection" in result.stdout
+
+
+def test_doctor_warns_about_an_old_refresh_token(signed_in: Account) -> None:
+    import json
+    import time
+
+    cache = json.loads(signed_in.cache.read_text())
+    for entry in cache["RefreshToken"].values():
+        entry["last_modification_time"] = str(int(time.time()) - 61 * 86400)
+    signed_in.cache.write_text(json.dumps(cache))
+    assert (
+        "refresh token present, last used 61 days ago (it expires after 90 days unused)"
+        in signed_in.run("whoami").stdout
+    )
+    result = signed_in.run("doctor")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    warn = lines.index(
+        "WARN refresh token age: last used 61 days ago; it expires after 90 days without use (AADSTS700082)"
+    )
+    assert lines[warn + 1] == '     hint: any command that signs in renews it; or run "python mailbot.py login" again'
+    assert "last used 0 days ago" in signed_in.run("whoami").stdout  # doctor's refresh renewed it

@@ -195,6 +195,76 @@ AADSTS_ERRORS: dict[int, tuple[str, str, int, str | None]] = {
         None,
     ),
     9002313: ("invalid_request", "Invalid request. Request is malformed or invalid.", 400, None),
+    # --- app-only (client credentials) and authorization code (issue 12) ---
+    7000215: (
+        "invalid_client",
+        "Invalid client secret provided. Ensure the secret being sent in the request is the "
+        "client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
+        401,
+        None,
+    ),
+    7000222: (
+        "invalid_client",
+        "The provided client secret keys for app '{client_id}' are expired. Visit the Azure "
+        "portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider "
+        "using certificate credentials for added security: https://aka.ms/certCreds.",
+        401,
+        None,
+    ),
+    700027: (
+        "invalid_client",
+        "The certificate with identifier used to sign the client assertion is not registered "
+        "on application. [Reason - The key was not found., Thumbprint of key used by client: "
+        "'{thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph "
+        "to see configured keys for app Id '{client_id}'.]",
+        401,
+        None,
+    ),
+    1002012: (
+        "invalid_scope",
+        "The provided value for scope {scope} is not valid. Client credential flows must have "
+        "a scope value with /.default suffixed to the resource identifier (application ID URI).",
+        400,
+        None,
+    ),
+    50011: (
+        "invalid_request",
+        "The redirect URI '{redirect_uri}' specified in the request does not match the redirect "
+        "URIs configured for the application '{client_id}'.",
+        400,
+        None,
+    ),
+    50148: (
+        "invalid_grant",
+        "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
+        400,
+        None,
+    ),
+    54005: (
+        "invalid_grant",
+        "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        400,
+        None,
+    ),
+    70008: (
+        "invalid_grant",
+        "The provided authorization code or refresh token has expired due to inactivity. Send a "
+        "new interactive authorization request for this user and resource.",
+        400,
+        None,
+    ),
+    530033: (
+        "invalid_grant",
+        "Access has been blocked by conditional access token protection policy.",
+        400,
+        "message_only",
+    ),
+    50199: (
+        "invalid_grant",
+        "For security reasons, user confirmation is required for this request. Please repeat the request allowing user interaction.",
+        400,
+        None,
+    ),
     9002331: (
         "invalid_request",
         "Application '{client_id}'(mailbot) is configured for use by "
@@ -233,6 +303,41 @@ class IssuedAccessToken:
     expires_at: int
     poisoned: bool
     grant: str
+
+
+APP_ROLES = ("IMAP.AccessAsApp", "SMTP.SendAsApp")
+
+
+@dataclass(frozen=True)
+class RegisteredApp:
+    client_id: str
+    object_id: str  # the Enterprise application's (service principal's) object id
+    secret: str | None
+    secret_expired: bool
+    certificate_pem: bytes | None
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IssuedAppToken:
+    token: str
+    client_id: str
+    object_id: str
+    expires_at: int
+    credential: str  # "secret" or "certificate"
+
+
+@dataclass
+class IssuedCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    scope: str
+    username: str
+    nonce: str
+    issued_at: float
+    redeemed: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,6 +467,7 @@ class IdentityStandIn:
         self._poison = 0
         self._delegations: dict[str, str] = {}
         self._withheld: set[tuple[str, str]] = set()  # (username, resource) without consent
+        self._init_app_and_code_grants()
 
         self._own_dir = workdir is None
         self._dir = Path(tempfile.mkdtemp(prefix="idp-")) if workdir is None else workdir
@@ -540,6 +646,257 @@ class IdentityStandIn:
         with self.lock:
             self._counts.clear()
             self.requests.clear()
+
+    # ----- app-only (client credentials) and authorization code + PKCE (issue 12) ------
+    #
+    # Controls:
+    #   ``register_app(client_id, secret=..., certificate_pem=..., secret_expired=False,
+    #   roles=APP_ROLES) -> RegisteredApp`` a confidential client; its ``object_id`` is the
+    #   Enterprise application's (service principal's) object id, the app token's ``oid``.
+    #   ``app_tokens``: list of ``IssuedAppToken``.
+    #   ``redirect_uris``: registered "Mobile and desktop" URIs (default http://localhost;
+    #   like Entra, a loopback URI matches whatever port the request uses).
+    #   ``browser_user``: who signs in at /authorize (None: the login_hint);
+    #   ``authorize_error``: an AADSTS code /authorize answers with (redirected, as Entra does).
+    #   ``code_lifetime`` (s, default 600), ``authorization_codes``: list of ``IssuedCode``.
+    # Endpoints: GET /{t}/oauth2/v2.0/authorize (counter "authorize"), grants
+    # "token:client_credentials" and "token:authorization_code".
+
+    def _init_app_and_code_grants(self) -> None:
+        self._apps: dict[str, RegisteredApp] = {}
+        self.app_tokens: list[IssuedAppToken] = []
+        self.redirect_uris: set[str] = {"http://localhost"}
+        self.browser_user: str | None = None
+        self.authorize_error: int | None = None
+        self.code_lifetime = 600
+        self.authorization_codes: list[IssuedCode] = []
+        self._codes: dict[str, IssuedCode] = {}
+
+    def register_app(
+        self,
+        client_id: str,
+        *,
+        secret: str | None = None,
+        certificate_pem: bytes | None = None,
+        secret_expired: bool = False,
+        roles: tuple[str, ...] = APP_ROLES,
+    ) -> RegisteredApp:
+        app = RegisteredApp(
+            client_id,
+            str(uuid.uuid5(_NS, "sp:" + client_id.lower())),
+            secret,
+            secret_expired,
+            certificate_pem,
+            roles,
+        )
+        with self.lock:
+            self._apps[client_id] = app
+        return app
+
+    def _authorize(self, handler: BaseHTTPRequestHandler, tenant: str, query: str, ctx: dict[str, str]) -> None:
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+        client_id = params.get("client_id", "")
+        redirect_uri = params.get("redirect_uri", "")
+        ctx = dict(ctx, client_id=client_id, redirect_uri=redirect_uri)
+        if not self._redirect_allowed(redirect_uri):
+            # Entra shows its own error page: it never redirects to an unregistered URI.
+            raise self._error(50011, ctx)
+        state = params.get("state", "")
+
+        def redirect(values: dict[str, str]) -> None:
+            if state:
+                values["state"] = state
+            target = redirect_uri + ("&" if "?" in redirect_uri else "?") + urllib.parse.urlencode(values)
+            handler.send_response(302)
+            handler.send_header("Location", target)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        with self.lock:
+            refused = self.authorize_error
+            username = self.browser_user or params.get("login_hint", "")
+        if refused is not None:
+            body = self._error(refused, ctx).body
+            redirect(
+                {
+                    "error": str(body["error"]),
+                    "error_description": str(body["error_description"]),
+                    "error_codes": str(refused),
+                }
+            )
+            return
+        if params.get("response_type") != "code" or not params.get("scope") or not username:
+            redirect(
+                {
+                    "error": "invalid_request",
+                    "error_description": "AADSTS900144: response_type, scope or the user is missing.",
+                }
+            )
+            return
+        if params.get("code_challenge_method") != "S256" or len(params.get("code_challenge", "")) < 43:
+            redirect(
+                {
+                    "error": "invalid_request",
+                    "error_description": "AADSTS9002325: Proof Key for Code Exchange is required (S256).",
+                }
+            )
+            return
+        code = IssuedCode(
+            "0.AQ" + secrets.token_urlsafe(48),
+            client_id,
+            redirect_uri,
+            params["code_challenge"],
+            params["scope"],
+            username,
+            params.get("nonce", ""),
+            time.time(),
+        )
+        with self.lock:
+            self._codes[code.code] = code
+            self.authorization_codes.append(code)
+        redirect({"code": code.code, "session_state": str(uuid.uuid4())})
+
+    def _redirect_allowed(self, uri: str) -> bool:
+        parsed = urllib.parse.urlsplit(uri)
+        if parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1"):
+            uri = f"http://{parsed.hostname}{parsed.path.rstrip('/')}"  # loopback: any port
+        with self.lock:
+            return uri in {u.rstrip("/") for u in self.redirect_uris}
+
+    def _redeem_code(self, tenant: str, form: dict[str, str], ctx: dict[str, str]) -> dict[str, Any]:
+        client_id = self._check_client(form, ctx)
+        with self.lock:
+            code = self._codes.get(form.get("code", ""))
+            if code is None or code.client_id != client_id:
+                raise self._error(70000, ctx)
+            if code.redeemed:
+                raise self._error(54005, ctx)
+            if time.time() - code.issued_at > self.code_lifetime:
+                raise self._error(70008, ctx)
+            if form.get("redirect_uri", "") != code.redirect_uri:
+                raise self._error(
+                    500117,
+                    ctx,
+                    error="invalid_grant",
+                    description="The reply uri specified in the token request does not match the reply uri "
+                    "used in the authorization request.",
+                )
+            verifier = form.get("code_verifier", "")
+            challenge = jwt_hs256.b64url(hashlib.sha256(verifier.encode()).digest())
+            if not verifier or challenge != code.code_challenge:
+                raise self._error(
+                    501481,
+                    ctx,
+                    error="invalid_grant",
+                    description="The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                )
+            code.redeemed = True
+            body = self._issue(code.username, client_id, tenant, form.get("scope") or code.scope, "authorization_code")
+            if code.nonce:  # Entra echoes the authorize request's nonce in the id_token
+                claims = json.loads(jwt_hs256.b64url_decode(body["id_token"].split(".")[1]))
+                claims["nonce"] = code.nonce
+                body["id_token"] = jwt_hs256.mint(claims, hashlib.sha256(b"id_token" + self.jwt_key).digest())
+            return body
+
+    def _client_credentials(self, tenant: str, form: dict[str, str], ctx: dict[str, str]) -> dict[str, Any]:
+        client_id = self._check_client(form, ctx)
+        with self.lock:
+            app = self._apps.get(client_id)
+        if app is None:
+            raise self._error(700016, ctx)
+        secret, assertion = form.get("client_secret"), form.get("client_assertion")
+        if not secret and not assertion:
+            raise self._error(7000218, ctx)
+        if secret:
+            if app.secret is None or not secrets.compare_digest(secret, app.secret):
+                raise self._error(7000215, ctx)
+            if app.secret_expired:
+                raise self._error(7000222, ctx)
+        else:
+            self._check_assertion(app, str(assertion), form, tenant, ctx)
+        scope = form.get("scope", "")
+        if not scope.endswith("/.default") or len(scope.split()) != 1:
+            raise self._error(1002012, dict(ctx, scope=scope))
+        resource = scope[: -len("/.default")]
+        now = int(time.time())
+        lifetime = self.access_token_lifetime
+        tid = self._tid(tenant)
+        claims: dict[str, Any] = {
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{tid}/",
+            "iat": now - 1,
+            "nbf": now - 1,
+            "exp": now + lifetime,
+            "appid": client_id,
+            "appidacr": "1" if secret else "2",
+            "idtyp": "app",
+            "oid": app.object_id,
+            "sub": app.object_id,
+            "tid": tid,
+            "roles": list(app.roles),
+            "uti": secrets.token_urlsafe(16),
+            "ver": "1.0",
+        }
+        token = jwt_hs256.mint(claims, self.jwt_key)
+        with self.lock:
+            self.app_tokens.append(
+                IssuedAppToken(token, client_id, app.object_id, now + lifetime, "secret" if secret else "certificate")
+            )
+        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
+
+    def _check_assertion(
+        self, app: RegisteredApp, assertion: str, form: dict[str, str], tenant: str, ctx: dict[str, str]
+    ) -> None:
+        """A private_key_jwt client assertion: thumbprint of a registered certificate, its
+        signature (RS256 with x5t, PS256 with x5t#S256), audience, issuer, subject, expiry."""
+        from cryptography import x509
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def refuse(description: str) -> _Reply:
+            return self._error(700027, dict(ctx), description=description)
+
+        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            raise self._error(7000218, ctx)
+        try:
+            head_b64, body_b64, sig_b64 = assertion.split(".")
+            header = json.loads(jwt_hs256.b64url_decode(head_b64))
+            claims = json.loads(jwt_hs256.b64url_decode(body_b64))
+            signature = jwt_hs256.b64url_decode(sig_b64)
+        except ValueError:
+            raise refuse("Client assertion is not a valid JWT.") from None
+        cert = x509.load_pem_x509_certificate(app.certificate_pem) if app.certificate_pem else None
+        sha1 = cert.fingerprint(hashes.SHA1()) if cert else None  # noqa: S303 - the x5t header is SHA-1
+        sha256 = cert.fingerprint(hashes.SHA256()) if cert else None
+        used = str(header.get("x5t#S256") or header.get("x5t") or "")
+        try:
+            digest = jwt_hs256.b64url_decode(used.rstrip("="))  # base64url, with or without padding
+        except ValueError:
+            digest = b""
+        expected = sha256 if "x5t#S256" in header else sha1
+        if cert is None or digest != expected:
+            raise self._error(700027, dict(ctx, thumbprint=used))
+        alg = header.get("alg")
+        public_key: Any = cert.public_key()
+        signed = f"{head_b64}.{body_b64}".encode()
+        try:
+            if alg == "RS256":
+                public_key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
+            elif alg == "PS256":
+                pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+                public_key.verify(signature, signed, pss, hashes.SHA256())
+            else:
+                raise refuse(f"Client assertion algorithm {alg} is not supported.")
+        except InvalidSignature:
+            raise refuse("Client assertion failed signature validation.") from None
+        endpoint = f"{self.base_url}/{tenant}/oauth2/v2.0/token"
+        if claims.get("aud") != endpoint:
+            raise refuse(f"Client assertion audience claim does not match Realm issuer '{endpoint}'.")
+        if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
+            raise refuse("Client assertion issuer and subject must be the client id.")
+        if float(claims.get("exp", 0)) < time.time():
+            raise refuse("Client assertion is not within its valid time range.")
 
     # ----- internals -------------------------------------------------------------------
 
@@ -882,6 +1239,8 @@ class IdentityStandIn:
             endpoint = "discovery"
         elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "devicecode"]:
             endpoint = "devicecode"
+        elif method == "GET" and parts[1:] == ["oauth2", "v2.0", "authorize"]:
+            endpoint = "authorize"
         elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
             grant = form.get("grant_type", "")
             endpoint = "token:" + ("device_code" if grant == DEVICE_CODE_GRANT else grant)
@@ -933,6 +1292,13 @@ class IdentityStandIn:
                 body = self._poll(tenant, form, ctx)
             elif endpoint == "token:refresh_token":
                 body = self._refresh(tenant, form, ctx)
+            elif endpoint == "token:client_credentials":
+                body = self._client_credentials(tenant, form, ctx)
+            elif endpoint == "token:authorization_code":
+                body = self._redeem_code(tenant, form, ctx)
+            elif endpoint == "authorize":
+                self._authorize(handler, tenant, url.query, ctx)
+                return
             elif endpoint.startswith("token:"):
                 raise self._error(
                     70003,

@@ -23,6 +23,10 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def mint(claims: dict[str, Any], key: bytes) -> str:
     """Return a compact HS256 JWT over ``claims`` signed with ``key``."""
     if any(value is None for value in claims.values()):

@@ -36,7 +36,10 @@ XOAUTH2 error continuation). Delegation: logging in as a mailbox named ``shared*
 also works with a token whose ``mailbox`` claim names it (``access_token("alice@...", key,
 mailbox="shared1@example.com")``); a token *without* that claim for such a mailbox gets
 [UNAVAILABLE] (Dovecot calls a missing claim an internal error), which is why delegation
-is limited to that name pattern.
+is limited to that name pattern. App-only: a service mailbox named ``svc*@...`` opens only
+with an app token (``oid`` claim, no ``email``) of an app granted it with ``grant_app(mailbox,
+app_object_id)`` (``revoke_app`` undoes it; both reload Dovecot and Postfix), as Exchange's
+``Add-MailboxPermission`` does; no person's token opens it.
 
 Mail: Postfix relays example.com over LMTP to Dovecot (one recipient per transaction, so
 each copy has a Delivered-To header). Any other domain is rewritten to
@@ -113,6 +116,7 @@ class MailServers:
     untrusted_host = "127.0.0.3"
     catchall = "catchall@example.com"
     shared_prefix = "shared"  # delegation works for logins as shared*@ mailboxes
+    service_prefix = "svc"  # service mailboxes: only app-only tokens of granted apps open them
 
     def __init__(self, root: Path, ca: trustme.CA, untrusted_ca: trustme.CA, jwt_key: bytes):
         self.root = Path(root).resolve()
@@ -128,6 +132,7 @@ class MailServers:
         self._postfix: subprocess.Popen | None = None
         self._users: list[str] = []
         self._send_as: dict[str, set[str]] = {}
+        self._app_grants: list[tuple[str, str]] = []  # (service mailbox, app's service principal oid)
         self._lock = threading.Lock()
         self._last_stamp = 0
         self._folders_made: dict[tuple[str, str], str] = {}
@@ -209,6 +214,72 @@ class MailServers:
             if not self.dir.is_dir():  # not started: start() writes it
                 return
             self._write_send_as()
+        self._reload_postfix()
+
+    # ------------------------------------------------------------------ app-only grants
+
+    def grant_app(self, mailbox: str, app_object_id: str) -> None:
+        """Let app-only tokens whose ``oid`` is ``app_object_id`` open the service mailbox
+        ``mailbox`` (it must be named svc*@), over IMAP and SMTP: what Exchange's
+        ``New-ServicePrincipal`` + ``Add-MailboxPermission -AccessRights FullAccess`` do.
+        An app token for a mailbox without a grant fails like a bad token. Reloads Dovecot."""
+        self._change_app_grants(mailbox, app_object_id, add=True)
+
+    def revoke_app(self, mailbox: str, app_object_id: str) -> None:
+        """Undo ``grant_app``."""
+        self._change_app_grants(mailbox, app_object_id, add=False)
+
+    def _change_app_grants(self, mailbox: str, app_object_id: str, add: bool) -> None:
+        mailbox = mailbox.lower()
+        if not mailbox.startswith(self.service_prefix):
+            raise ValueError(f"app grants are for service mailboxes named {self.service_prefix}*@")
+        grant = (mailbox, app_object_id)
+        with self._lock:
+            if add == (grant in self._app_grants):
+                return
+            if add:
+                self._app_grants.append(grant)
+            else:
+                self._app_grants.remove(grant)
+            if not self.dir.is_dir():
+                return
+            self._render_app_grants()
+        self._reload_dovecot()
+
+    def _render_app_grants(self) -> None:
+        """One oauth2 passdb per grant. The token's ``oid`` must be the app's (``active_*``);
+        ``username_format`` is the constant mailbox, so any token with an ``oid`` passes the
+        user check, and ``username_filter`` limits the passdb to that mailbox's logins."""
+        blocks = []
+        base = (HERE / "dovecot-oauth2.conf.tmpl").read_text()
+        for n, (mailbox, oid) in enumerate(self._app_grants):
+            conf = self.dir / f"dovecot-app-grant-{n}.conf"
+            text = _Template(base).safe_substitute(TB_ROOT=str(self.dir), TB_USERNAME_ATTRIBUTE="oid")
+            text += f"username_format = {mailbox}\nactive_attribute = oid\nactive_value = {oid}\n"
+            _write_atomic(conf, text)
+            blocks.append(
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {conf}\n  username_filter = {mailbox}\n  skip = authenticated\n"
+                "  result_success = continue-ok\n  result_failure = continue\n"
+                "  result_internalfail = continue\n}\n"
+            )
+        _write_atomic(self.dir / "dovecot-app-grants.conf", "".join(blocks) or "# no app grants\n")
+
+    def _reload_dovecot(self) -> None:
+        """HUP Dovecot's master and wait until it has re-read the configuration."""
+        if self._dovecot is None or self._dovecot.poll() is not None:
+            return
+        log = self.dir / "logs/dovecot.log"
+        offset = log.stat().st_size if log.exists() else 0
+        os.kill(self._dovecot.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if b"reloading configuration" in _read_from(log, offset):
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)  # the old auth process finishes; new logins get a fresh one
+        # Postfix's smtpd processes keep their connection to the old auth process (and so
+        # the old grants): let them be replaced too.
         self._reload_postfix()
 
     def home(self, address: str) -> Path:
@@ -365,6 +436,7 @@ class MailServers:
             "TB_DOMAIN": self.domain,
             "TB_DOMAIN_RE": re.escape(self.domain),
             "TB_SHARED_PREFIX": self.shared_prefix,
+            "TB_SERVICE_PREFIX": self.service_prefix,
             "TB_MAIL_UID": str(self._uid),
             "TB_MAIL_GID": str(self._gid),
             "TB_STARTTLS_IP": self.starttls_host,
@@ -391,6 +463,7 @@ class MailServers:
             self.dir / "dovecot-oauth2-mailbox.conf",
             TB_USERNAME_ATTRIBUTE="mailbox",
         )
+        self._render_app_grants()
         render("postfix-main.cf.tmpl", self.dir / "postfix/main.cf")
         render("postfix-master.cf.tmpl", self.dir / "postfix/master.cf")
         render("postfix/virtual_alias.regexp.tmpl", self.dir / "postfix/virtual_alias.regexp")

@@ -11,6 +11,7 @@ command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
 [ -e /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v msmtp >/dev/null 2>&1 || missing+=(msmtp)  # tests/integration/test_token.py: passwordeval
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null 2>&1; then sudo=(sudo); else

@@ -190,3 +190,25 @@ def test_version(tmp_path: Path) -> None:
     result = run_cli(["--version"], tmp_path, {})
     assert result.returncode == 0
     assert result.stdout.startswith("mailbot ")
+
+
+def test_app_only_and_sign_in_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    s = load_settings(
+        environ={"OUTLOOK_USERNAME": "svc@contoso.com", "OUTLOOK_CLIENT_SECRET_FILE": str(secret)}, cwd=tmp_path
+    )
+    assert s.app_only and s.client_secret_file == secret and s.redirect_uri == "http://localhost"
+    assert "hunter2-secret" not in repr(
+        load_settings(environ={"OUTLOOK_CLIENT_SECRET": "hunter2-secret"}, cwd=tmp_path)
+    )
+    assert not load_settings(environ={"OUTLOOK_USERNAME": "me@contoso.com"}, cwd=tmp_path).app_only
+    with pytest.raises(ConfigError, match="both a client secret and OUTLOOK_CLIENT_CERTIFICATE"):
+        load_settings(environ={"OUTLOOK_CLIENT_SECRET": "x", "OUTLOOK_CLIENT_CERTIFICATE": str(secret)}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"OUTLOOK_CLIENT_SECRET_FILE names .* which does not exist"):
+        load_settings(environ={"OUTLOOK_CLIENT_SECRET_FILE": str(tmp_path / "nope")}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"OUTLOOK_REDIRECT_URI=.https://example\.com. is not valid"):
+        load_settings(environ={"OUTLOOK_REDIRECT_URI": "https://example.com"}, cwd=tmp_path)
+    assert load_settings(environ={"OUTLOOK_REDIRECT_URI": "http://localhost:8765/"}, cwd=tmp_path).redirect_uri == (
+        "http://localhost:8765"
+    )
