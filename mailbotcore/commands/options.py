@@ -70,3 +70,11 @@ class LoginOptions:
     """How to sign in: ``device-code`` (the default at a terminal)."""
 
     method: str = "device-code"
+
+
+@dataclass(frozen=True)
+class WatchOptions(FetchOptions):
+    """``watch``: fetch's options, plus how to wait for new mail between catch-up passes."""
+
+    poll: float = 60.0  # seconds between passes where the server has no IDLE
+    idle_renewal: float = 540.0  # re-issue IDLE after this many seconds (Outlook drops idlers at ~10 min)

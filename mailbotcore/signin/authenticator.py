@@ -271,6 +271,14 @@ class Authenticator:
             token_cache=str(self.store.path),
         )
 
+    def expires_at(self) -> float | None:
+        """When this account's newest cached access token expires (epoch seconds), from the
+        cache alone; None when unknown. ``watch`` replaces its session before then."""
+        try:
+            return self.status().access_token_expires
+        except SignInRequired:
+            return None
+
     def logout(self) -> tuple[bool, Path | None]:
         """Remove this account's tokens (others stay): (removed, None). A corrupt cache is moved
         aside instead: (True, where it went)."""
