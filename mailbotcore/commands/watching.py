@@ -223,7 +223,9 @@ class Watcher:
                     if result.woken:
                         return False
                 else:
-                    self.stopper.sleep(min(now + self.options.poll, renew_at) - now)
+                    if self.stopper.sleep(min(now + self.options.poll, renew_at) - now):
+                        return False
+                    session.call("noop")  # lets the server see new mail before the pass looks
 
     def _catch_up(self, session: imap_client.ImapSession, info: dict[str, int]) -> Iterator[Notice | FetchedRecord]:
         """Everything after the last processed UID, in order, with fetch's rules; a failing

@@ -4,6 +4,7 @@ plays the hostile parts: no IDLE, a silent DONE, Exchange's BYE when the token e
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import signal
@@ -20,6 +21,142 @@ import trustme
 
 from tests.conftest import Account
 from tests.integration.test_fetch import HANDLER, handled_uids, message, subjects
+
+
+class ImapFront:
+    """A TLS front for Dovecot that relays line by line and plays what Dovecot will not:
+
+    * ``strip_idle``: IDLE taken out of every capability list (a server without IDLE);
+    * ``silent_done``: on these connection numbers (1-based), nothing more reaches the client
+      once it sent DONE (a server that never answers DONE);
+    * ``bye_at_expiry``: Exchange's ``* BYE Session invalidated - AccessTokenExpired`` at the
+      ``exp`` of the token the connection signed in with; ``bye_after``: the same BYE after
+      that many seconds on connection 1.
+
+    ``connections`` counts accepted connections (attempts, also while Dovecot is down)."""
+
+    BYE = b"* BYE Session invalidated - AccessTokenExpired\r\n"
+
+    def __init__(self, ca: trustme.CA, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost", "127.0.0.1").configure_cert(self.server_ctx)
+        self.client_ctx = ssl.create_default_context()
+        ca.configure_trust(self.client_ctx)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.strip_idle = False
+        self.silent_done: set[int] = set()
+        self.bye_at_expiry = False
+        self.bye_after: float | None = None
+        self.connections = 0
+        self.byes = 0
+        self.accepted_at: list[float] = []
+        self._closing = False
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closing = True
+        self.listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.accepted_at.append(time.monotonic())
+            threading.Thread(target=self._serve, args=(raw, self.connections), daemon=True).start()
+
+    def _serve(self, raw: socket.socket, number: int) -> None:
+        raw.settimeout(30)
+        try:
+            client = self.server_ctx.wrap_socket(raw, server_side=True)
+        except OSError:
+            raw.close()
+            return
+        self._socks.append(client)
+        try:
+            upstream = self.client_ctx.wrap_socket(
+                socket.create_connection(self.upstream, timeout=30), server_hostname="localhost"
+            )
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()  # Dovecot is down: the attempt ends here
+            return
+        self._socks.append(upstream)
+        lock = threading.Lock()
+        silenced = threading.Event()
+        closed = threading.Event()
+
+        def to_client(data: bytes) -> None:
+            with lock:
+                if not closed.is_set():
+                    client.sendall(data)
+
+        def bye(delay: float) -> None:
+            if closed.wait(max(0.0, delay)):
+                return
+            self.byes += 1
+            with contextlib.suppress(OSError):
+                to_client(self.BYE)
+            finish()
+
+        def finish() -> None:
+            closed.set()
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # close() alone waits for the makefile readers
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+        if self.bye_after is not None and number == 1:
+            threading.Thread(target=bye, args=(self.bye_after,), daemon=True).start()
+
+        def down() -> None:
+            reader = upstream.makefile("rb")
+            try:
+                for line in reader:
+                    if silenced.is_set():
+                        continue
+                    if self.strip_idle and b"CAPABILITY" in line[:40]:
+                        line = re.sub(rb" IDLE(?= |\]|\r)", b"", line)
+                    to_client(line)
+            except (OSError, ValueError):
+                pass
+            finish()
+
+        threading.Thread(target=down, daemon=True).start()
+        reader = client.makefile("rb")
+        try:
+            for line in reader:
+                if self.bye_at_expiry and b" AUTHENTICATE XOAUTH2 " in line:
+                    sasl = base64.b64decode(line.split()[-1]).decode()
+                    token = re.search(r"auth=Bearer ([^\x01]+)", sasl)
+                    if token:
+                        claims = token.group(1).split(".")[1]
+                        exp = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["exp"]
+                        threading.Thread(target=bye, args=(exp - time.time(),), daemon=True).start()
+                if line.strip() == b"DONE" and number in self.silent_done:
+                    silenced.set()
+                upstream.sendall(line)
+        except (OSError, ValueError):
+            pass
+        finish()
+
+
+@pytest.fixture
+def front(signed_in: Account, ca: trustme.CA) -> Iterator[ImapFront]:
+    proxy = ImapFront(ca, (signed_in.servers.host, signed_in.servers.imaps_port))
+    signed_in.env["OUTLOOK_IMAP_PORT"] = str(proxy.port)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
@@ -155,3 +292,230 @@ def test_sigterm_mid_batch_exits_0_within_5_s_with_state_saved(signed_in: Accoun
     assert rest.returncode == 0, rest.stderr
     uids = handled_uids(handler)
     assert len(uids) == 10 == len(set(uids))  # nothing twice, nothing skipped
+
+
+def reconnect_delays(lines: list[str]) -> list[float]:
+    return [float(m[1]) for line in lines if (m := re.search(r"reconnecting in ([\d.]+) s$", line))]
+
+
+def test_dovecot_restart_mid_idle_catches_up_without_loss_or_duplicate_with_backoff(
+    signed_in: Account, handler: Path, front: ImapFront
+) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    signed_in.seed(message(1))
+    wait_until(lambda: len(handled_uids(handler)) == 1, 5, "message 1")
+    servers = signed_in.servers
+    try:
+        servers.stop_dovecot()
+        down_since = front.connections
+        signed_in.seed(message(2))  # arrives while the server is down
+        signed_in.seed(message(3))
+        time.sleep(6)
+        attempts = front.connections - down_since
+    finally:
+        servers.start_dovecot()
+    wait_until(lambda: len(handled_uids(handler)) == 3, 20, f"the catch-up after the restart: {err}")
+    signed_in.seed(message(4))
+    wait_until(lambda: len(handled_uids(handler)) == 4, 5, "message 4 over the new session")
+    code, _, _, _ = stop(proc)
+    assert code == 0, "\n".join(err)
+    uids = handled_uids(handler)
+    assert uids == sorted(set(uids)) and len(uids) == 4
+    # 6 s of outage with 1, 2, 4 s (jittered, never under 1 s) between attempts: 2 to 4 attempts
+    assert 2 <= attempts <= 4, (attempts, err)
+    delays = reconnect_delays(err)
+    assert all(d >= 1 for d in delays) and delays[1] > delays[0] / 2 * 1.9 / 2, delays
+    gaps = [b - a for a, b in zip(front.accepted_at[1:], front.accepted_at[2:], strict=False)]
+    assert all(g >= 0.9 for g in gaps), gaps  # never a tight loop
+
+
+def test_token_expiring_during_idle_is_replaced_before_the_bye(
+    signed_in: Account, handler: Path, front: ImapFront
+) -> None:
+    signed_in.idp.access_token_lifetime = 6
+    signed_in.login()  # a cached token that lives 6 s
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    front.bye_at_expiry = True  # Exchange ends a session when its token expires
+    signed_in.idp.reset_counts()
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    for n in range(1, 8):
+        signed_in.seed(message(n))
+        time.sleep(2)
+    wait_until(lambda: len(handled_uids(handler)) == 7, 5, "all seven")
+    code, _, _, _ = stop(proc)
+    assert code == 0, "\n".join(err)
+    uids = handled_uids(handler)
+    assert uids == sorted(set(uids)) and len(uids) == 7
+    renewals = sum("access token about to expire" in line for line in err)
+    assert renewals >= 2, err
+    assert front.byes == 0, err  # each session was replaced before its token expired
+    assert signed_in.idp.counts().get("token", 0) >= renewals  # with a fresh token each time
+    assert front.connections == renewals + 2  # the fetch, then one per token
+
+
+def test_bye_access_token_expired_reconnects_with_a_fresh_token(
+    signed_in: Account, handler: Path, front: ImapFront
+) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    front.bye_after = 0.1  # only the first connection (that fetch) ... see below
+    front.connections = 0
+    front.bye_after = 1.0
+    signed_in.idp.reset_counts()
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    signed_in.seed(message(1))
+    wait_until(lambda: front.byes == 1, 5, "the BYE")
+    signed_in.seed(message(2))
+    watching(proc, err, count=2)
+    wait_until(lambda: len(handled_uids(handler)) == 2, 10, "both messages")
+    code, _, _, _ = stop(proc)
+    assert code == 0, "\n".join(err)
+    assert len(handled_uids(handler)) == 2
+    line = next(line for line in err if "reconnecting in" in line)
+    assert re.fullmatch(
+        rf"IMAP server localhost port {front.port} closed the session: Session invalidated - "
+        r"AccessTokenExpired; reconnecting in \d+\.\d s",
+        line,
+    ), line
+    assert signed_in.idp.counts().get("token", 0) == 1  # refreshed once for the new session
+    assert front.connections == 2
+
+
+def test_kill_9_mid_batch_then_fetch_completes_with_at_most_one_duplicate(signed_in: Account, handler: Path) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    proc = signed_in.start("watch", "--exec", "./handler.sh", env={"HANDLER_SLEEP": "0.05"})
+    err = reader(proc)
+    watching(proc, err)
+    for n in range(30):
+        signed_in.seed(message(n))
+    wait_until(lambda: len(handled_uids(handler)) >= 8, 20, "eight handled")
+    proc.kill()
+    proc.wait()
+    before = handled_uids(handler)
+    assert 8 <= len(before) < 30, "the kill should land mid-batch"
+    result = signed_in.run("fetch", "--exec", "./handler.sh")
+    assert result.returncode == 0, result.stderr
+    uids = handled_uids(handler)
+    assert len(set(uids)) == 30
+    assert len(uids) - 30 <= 1
+
+
+FLAKY_HANDLER = """\
+#!/bin/sh
+# Fails the first two times it sees UID $FLAKY_UID, then succeeds.
+n=$(cat "$LOGDIR/tries-$MAILBOT_UID" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$LOGDIR/tries-$MAILBOT_UID"
+echo "$MAILBOT_UID" >> "$LOGDIR/attempts"
+if [ "$MAILBOT_UID" = "$FLAKY_UID" ] && [ "$n" -lt 2 ]; then exit 1; fi
+echo "$MAILBOT_UID ok" >> "$LOGDIR/log"
+"""
+
+
+def test_handler_failing_twice_then_succeeding_is_delivered_once_and_later_mail_waits(
+    signed_in: Account, handler: Path
+) -> None:
+    maildir = signed_in.home / "Mail"
+    (signed_in.home / "flaky.sh").write_text(FLAKY_HANDLER)
+    (signed_in.home / "flaky.sh").chmod(0o755)
+    assert signed_in.run("fetch", "--exec", "./flaky.sh").returncode == 0
+    first = signed_in.servers.messages(signed_in.address)  # none yet; UIDs start at 1
+    assert first == []
+    proc = signed_in.start("watch", "--exec", "./flaky.sh", "--maildir", str(maildir), env={"FLAKY_UID": "2"})
+    err = reader(proc)
+    watching(proc, err)
+    for n in range(1, 5):
+        signed_in.seed(message(n))
+    wait_until(lambda: len(handled_uids(handler)) == 4, 15, "all four")
+    code, _, _, _ = stop(proc)
+    assert code == 0, "\n".join(err)
+    attempts = [int(x) for x in (handler / "attempts").read_text().split()]
+    assert attempts == [1, 2, 2, 2, 3, 4]  # UID 2 three times, 3 and 4 only after it succeeded
+    assert handled_uids(handler) == [1, 2, 3, 4]
+    assert subjects(maildir) == [f"message {n}" for n in range(1, 5)]  # one Maildir file each
+    retries = [line for line in err if "retrying it" in line]
+    assert len(retries) == 2
+    assert retries[0].startswith("handler for UID 2 exited with status 1; retrying it (and holding back later")
+
+
+def test_fetch_and_watch_share_one_lock(signed_in: Account, handler: Path) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    started = time.monotonic()
+    busy = signed_in.run("fetch", "--exec", "./handler.sh")
+    assert busy.returncode == 75
+    assert time.monotonic() - started < 5
+    assert busy.stderr.splitlines()[0] == f"error: another fetch is running for {signed_in.address} 'INBOX'"
+    waited = signed_in.run("fetch", "--exec", "./handler.sh", "--wait", "1")
+    assert waited.returncode == 75
+    second = signed_in.run("watch", "--exec", "./handler.sh")
+    assert second.returncode == 75
+    assert second.stderr.splitlines()[0] == (
+        f"error: another fetch or watch is running for {signed_in.address} 'INBOX'"
+    )
+    code, _, _, _ = stop(proc)
+    assert code == 0
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0  # free again
+
+
+def test_without_idle_it_polls(signed_in: Account, handler: Path, front: ImapFront) -> None:
+    front.strip_idle = True
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    signed_in.servers.clear_imap_commands(signed_in.address)
+    proc = signed_in.start("watch", "--exec", "./handler.sh", "--poll", "1")
+    err = reader(proc)
+    watching(proc, err)
+    assert f"watching 'INBOX' for {signed_in.address} (polling every 1 s (no IDLE))" in err
+    signed_in.seed(message(1))
+    signed_in.seed(message(2))
+    wait_until(lambda: len(handled_uids(handler)) == 2, 5, "both, by polling")
+    time.sleep(1.5)
+    code, _, _, took = stop(proc)
+    assert code == 0 and took < 5
+    assert len(handled_uids(handler)) == 2
+    commands = signed_in.servers.imap_commands(signed_in.address)
+    assert not any(c.split()[1:2] == ["IDLE"] for c in commands)
+    assert front.connections == 2  # the fetch and one watch session: polling does not reconnect
+
+
+def test_a_server_that_never_answers_done_does_not_hang_it(signed_in: Account, handler: Path, front: ImapFront) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    front.silent_done = {2}  # the watch's first session
+    proc = signed_in.start("watch", "--exec", "./handler.sh", env={"MAILBOT_TIMEOUT": "2"})
+    err = reader(proc)
+    watching(proc, err)
+    signed_in.seed(message(1))  # EXISTS -> DONE -> silence
+    wait_until(lambda: len(handled_uids(handler)) == 1, 10, "message 1 over a new session")
+    code, _, _, _ = stop(proc)
+    assert code == 0, "\n".join(err)
+    assert handled_uids(handler) == [int(state(signed_in)["last_uid"])]
+    assert any(
+        re.fullmatch(
+            rf"IMAP server localhost port {front.port} did not answer DONE within 2 s; reconnecting in \d+\.\d s", line
+        )
+        for line in err
+    ), err
+    assert front.connections == 3
+
+
+def test_sign_in_needed_exits_77_at_once(account: Account) -> None:
+    maildir = account.home / "Mail"
+    result = account.run("watch", "--maildir", str(maildir), timeout=20)
+    assert result.returncode == 77
+    assert result.stderr.splitlines() == [
+        f"error: sign-in required for {account.address}",
+        'hint: run "python mailbot.py login" in a terminal',
+    ]
+
+
+def test_watch_needs_a_destination(signed_in: Account) -> None:
+    result = signed_in.run("watch")
+    assert result.returncode == 64
+    assert result.stderr.splitlines() == ["error: watch needs a destination: --maildir DIR and/or --exec CMD"]
