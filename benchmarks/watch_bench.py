@@ -222,7 +222,10 @@ def run_watch_bench(
         # -- memory: a Maildir-only watch over rss_total messages
         maildir = bed.home / "Mail"
         proc = bed.start_watch("--maildir", str(maildir))
-        delivered = (lambda: len(os.listdir(maildir / "new")) if (maildir / "new").is_dir() else 0)
+
+        def delivered() -> int:
+            return len(os.listdir(maildir / "new")) if (maildir / "new").is_dir() else 0
+
         for n in range(rss_first):
             bed.servers.seed(bed.user, _message(100_000 + n))
         _wait(lambda: delivered() >= rss_first, 120, f"{rss_first} delivered")

@@ -7,6 +7,8 @@ import base64
 import contextlib
 import json
 import re
+import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -519,3 +521,53 @@ def test_watch_needs_a_destination(signed_in: Account) -> None:
     result = signed_in.run("watch")
     assert result.returncode == 64
     assert result.stderr.splitlines() == ["error: watch needs a destination: --maildir DIR and/or --exec CMD"]
+
+
+def readme_unit() -> str:
+    from tests.integration.test_readme import blocks
+
+    units = [b for b in blocks("systemd") if "mailbot-watch.service" in b]
+    assert len(units) == 1
+    return units[0]
+
+
+def test_readme_systemd_unit_verifies_and_its_execstart_runs(signed_in: Account, tmp_path: Path) -> None:
+    unit = readme_unit()
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in unit.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(f"{section}.{key}", []).append(value)
+    assert settings["Service.Type"] == ["simple"]
+    assert settings["Service.Restart"] == ["on-failure"]
+    assert settings["Service.RestartPreventExitStatus"] == ["77"]
+    assert settings["Service.StandardError"] == ["journal"]
+    assert settings["Install.WantedBy"] == ["default.target"]
+    (command,) = settings["Service.ExecStart"]
+    assert " mailbot.py watch " in command
+    if shutil.which("systemd-analyze") and Path("/usr/bin/python3").exists():
+        path = tmp_path / "mailbot-watch.service"
+        path.write_text(unit)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert verify.returncode == 0, verify.stderr
+        assert str(path) not in verify.stderr, verify.stderr  # no warning about our file
+    # The ExecStart, for real: it runs, handles new mail, and SIGTERM ends it with 0.
+    home = signed_in.home
+    (home / "on-new-mail.sh").write_text('#!/bin/sh\ncat > "$HOME/handled.eml"\n')
+    (home / "on-new-mail.sh").chmod(0o755)
+    argv = shlex.split(command.replace("%h", str(home)))
+    assert argv[:2] == ["/usr/bin/python3", "mailbot.py"]
+    proc = signed_in.start(*argv[2:])
+    err = reader(proc)
+    watching(proc, err)
+    signed_in.seed(message(1))
+    wait_until(lambda: (home / "handled.eml").exists(), 5, "the handler")
+    code, _, _, took = stop(proc)
+    assert code == 0 and took < 5, err
+    assert subjects(home / "Mail" / "outlook") == ["message 1"]
+    assert (home / "handled.eml").read_bytes() == message(1)
