@@ -165,7 +165,10 @@ class Watcher:
                 if renew:
                     refresh = True
                     yield Notice("access token about to expire: reconnecting with a fresh one")
-                    backoff.reset()
+                    if time.monotonic() - started >= 5:
+                        backoff.reset()
+                    elif self.stopper.sleep(backoff.next()):
+                        break  # tokens that live only seconds must not turn into a connection loop
                 continue
             except FATAL:
                 raise
@@ -193,6 +196,7 @@ class Watcher:
         with imap_client.connect(self.settings, self.provider) as session:
             imap_idle.install(session)
             info = session.select(self.folder, readonly=not writable)
+            session.conn.untagged_responses.clear()  # SELECT's EXISTS is in info: not new mail
             expiry = self.expires_at()
             renew_at = math.inf
             if expiry is not None:
@@ -236,6 +240,8 @@ class Watcher:
             try:
                 for result in fetcher.run(self.state_file, info):
                     yield result
+                    if isinstance(result, FetchedRecord):
+                        yield Notice(f"processed UID {result.uid} ({result.size} bytes)")
                     if self.stopper.stopped:
                         return
                 return

@@ -30,7 +30,8 @@ class ImapFront:
 
     * ``strip_idle``: IDLE taken out of every capability list (a server without IDLE);
     * ``silent_done``: on these connection numbers (1-based), nothing more reaches the client
-      once it sent DONE (a server that never answers DONE);
+      once it sent DONE (a server that never answers DONE); ``silent_idle``: the same from
+      the IDLE command on (no ``+`` continuation);
     * ``bye_at_expiry``: Exchange's ``* BYE Session invalidated - AccessTokenExpired`` at the
       ``exp`` of the token the connection signed in with; ``bye_after``: the same BYE after
       that many seconds on connection 1.
@@ -49,8 +50,10 @@ class ImapFront:
         self.port = self.listener.getsockname()[1]
         self.strip_idle = False
         self.silent_done: set[int] = set()
+        self.silent_idle: set[int] = set()
         self.bye_at_expiry = False
         self.bye_after: float | None = None
+        self.bye_text = self.BYE
         self.connections = 0
         self.byes = 0
         self.accepted_at: list[float] = []
@@ -107,7 +110,7 @@ class ImapFront:
                 return
             self.byes += 1
             with contextlib.suppress(OSError):
-                to_client(self.BYE)
+                to_client(self.bye_text)
             finish()
 
         def finish() -> None:
@@ -147,6 +150,8 @@ class ImapFront:
                         threading.Thread(target=bye, args=(exp - time.time(),), daemon=True).start()
                 if line.strip() == b"DONE" and number in self.silent_done:
                     silenced.set()
+                if line.rstrip().endswith(b" IDLE") and number in self.silent_idle:
+                    silenced.set()  # no "+ idling", nothing more
                 upstream.sendall(line)
         except (OSError, ValueError):
             pass
@@ -183,10 +188,12 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):  # ty
         time.sleep(0.02)
 
 
-def stop(proc: subprocess.Popen[str], timeout: float = 5.0) -> tuple[int, str, str, float]:
-    """SIGTERM, and how long the exit took."""
+def stop(
+    proc: subprocess.Popen[str], timeout: float = 5.0, signum: int = signal.SIGTERM
+) -> tuple[int, str, str, float]:
+    """SIGTERM (or ``signum``), and how long the exit took."""
     started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     try:
         proc.wait(timeout=timeout + 5)
     except subprocess.TimeoutExpired:
@@ -275,7 +282,8 @@ def test_new_mail_reaches_maildir_and_handler_once_each_in_order_within_seconds(
     assert [json.loads(line)["subject"] for line in after.stdout.splitlines()] == ["message 9"]
 
 
-def test_sigterm_mid_batch_exits_0_within_5_s_with_state_saved(signed_in: Account, handler: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_mid_batch_exits_0_within_5_s_with_state_saved(signed_in: Account, handler: Path, signum: int) -> None:
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0  # starting point
     proc = signed_in.start("watch", "--exec", "./handler.sh", env={"HANDLER_SLEEP": "0.3"})
     err = reader(proc)
@@ -283,7 +291,7 @@ def test_sigterm_mid_batch_exits_0_within_5_s_with_state_saved(signed_in: Accoun
     for n in range(10):
         signed_in.seed(message(n))
     wait_until(lambda: len(handled_uids(handler)) >= 2, 10, "two handled")
-    code, _, _, took = stop(proc)
+    code, _, _, took = stop(proc, signum=signum)
     assert code == 0, "\n".join(err)
     assert took < 5
     done = handled_uids(handler)
@@ -329,7 +337,9 @@ def test_dovecot_restart_mid_idle_catches_up_without_loss_or_duplicate_with_back
     # 6 s of outage with 1, 2, 4 s (jittered, never under 1 s) between attempts: 2 to 4 attempts
     assert 2 <= attempts <= 4, (attempts, err)
     delays = reconnect_delays(err)
-    assert all(d >= 1 for d in delays) and delays[1] > delays[0] / 2 * 1.9 / 2, delays
+    assert len(delays) >= 2, err
+    for n, delay in enumerate(delays[:3]):  # 1 s, then doubling, jittered within the upper half
+        assert max(1.0, 2**n / 2) <= delay <= 2**n + 0.05, delays
     gaps = [b - a for a, b in zip(front.accepted_at[1:], front.accepted_at[2:], strict=False)]
     assert all(g >= 0.9 for g in gaps), gaps  # never a tight loop
 
@@ -364,8 +374,7 @@ def test_bye_access_token_expired_reconnects_with_a_fresh_token(
     signed_in: Account, handler: Path, front: ImapFront
 ) -> None:
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
-    front.bye_after = 0.1  # only the first connection (that fetch) ... see below
-    front.connections = 0
+    front.connections = 0  # the watch's first connection is number 1: it gets the BYE
     front.bye_after = 1.0
     signed_in.idp.reset_counts()
     proc = signed_in.start("watch", "--exec", "./handler.sh")
@@ -386,6 +395,25 @@ def test_bye_access_token_expired_reconnects_with_a_fresh_token(
         line,
     ), line
     assert signed_in.idp.counts().get("token", 0) == 1  # refreshed once for the new session
+    assert front.connections == 2
+
+
+def test_exchange_throttling_backoff_is_honoured(signed_in: Account, handler: Path, front: ImapFront) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    front.connections = 0
+    front.accepted_at.clear()
+    front.bye_after = 0.5
+    front.bye_text = b"* BYE Request is throttled. Suggested Backoff Time: 3000 milliseconds\r\n"
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    watching(proc, err, count=2, timeout=10)
+    signed_in.seed(message(1))
+    wait_until(lambda: len(handled_uids(handler)) == 1, 5, "message 1")
+    code, _, _, _ = stop(proc)
+    assert code == 0, err
+    assert 3.0 <= reconnect_delays(err)[0] <= 3.1, err
+    assert front.accepted_at[1] - front.accepted_at[0] >= 3.0
     assert front.connections == 2
 
 
@@ -487,9 +515,12 @@ def test_without_idle_it_polls(signed_in: Account, handler: Path, front: ImapFro
     assert front.connections == 2  # the fetch and one watch session: polling does not reconnect
 
 
-def test_a_server_that_never_answers_done_does_not_hang_it(signed_in: Account, handler: Path, front: ImapFront) -> None:
+@pytest.mark.parametrize(("silence", "what"), [("silent_done", "answer DONE"), ("silent_idle", "accept IDLE")])
+def test_a_server_that_never_answers_done_or_idle_does_not_hang_it(
+    signed_in: Account, handler: Path, front: ImapFront, silence: str, what: str
+) -> None:
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
-    front.silent_done = {2}  # the watch's first session
+    setattr(front, silence, {2})  # the watch's first session
     proc = signed_in.start("watch", "--exec", "./handler.sh", env={"MAILBOT_TIMEOUT": "2"})
     err = reader(proc)
     watching(proc, err)
@@ -500,7 +531,7 @@ def test_a_server_that_never_answers_done_does_not_hang_it(signed_in: Account, h
     assert handled_uids(handler) == [int(state(signed_in)["last_uid"])]
     assert any(
         re.fullmatch(
-            rf"IMAP server localhost port {front.port} did not answer DONE within 2 s; reconnecting in \d+\.\d s", line
+            rf"IMAP server localhost port {front.port} did not {what} within 2 s; reconnecting in \d+\.\d s", line
         )
         for line in err
     ), err
