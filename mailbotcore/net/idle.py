@@ -31,6 +31,7 @@ from mailbotcore.wire.text import clean_line
 
 log = logging.getLogger("mailbot.imap")
 _CHUNK = 65536
+STOP_GRACE = 3.0  # seconds to wait for the answer to DONE when the service is stopping
 
 
 class ServerClosed(TemporaryFailure):
@@ -163,7 +164,9 @@ def idle(session: ImapSession, until: float, wake_fd: int | None, timeout: float
                     break
                 new_mail = _untagged(session, idlewire.parse_line(line, tag))
             conn.send(b"DONE\r\n")
-            new_mail = _until_tagged(session, reader, tag, timeout) or new_mail
+            # Stopping: a silent server must not hold the exit up for a whole MAILBOT_TIMEOUT.
+            done_timeout = min(timeout, STOP_GRACE) if woken else timeout
+            new_mail = _until_tagged(session, reader, tag, done_timeout) or new_mail
             return IdleResult(new_mail, woken)
         except (OSError, EOFError) as exc:
             s = session.settings

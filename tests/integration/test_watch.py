@@ -602,3 +602,42 @@ def test_readme_systemd_unit_verifies_and_its_execstart_runs(signed_in: Account,
     assert code == 0 and took < 5, err
     assert subjects(home / "Mail" / "outlook") == ["message 1"]
     assert (home / "handled.eml").read_bytes() == message(1)
+
+
+def test_watch_after_fetch_catches_up_on_what_arrived_meanwhile(signed_in: Account, handler: Path) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    signed_in.seed(message(1))
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    signed_in.seed(message(2))  # arrive while nothing runs
+    signed_in.seed(message(3))
+    proc = signed_in.start("watch", "--exec", "./handler.sh", "--json")
+    err = reader(proc)
+    watching(proc, err)
+    wait_until(lambda: len(handled_uids(handler)) == 3, 5, "the catch-up")
+    signed_in.seed(message(4))
+    wait_until(lambda: len(handled_uids(handler)) == 4, 5, "message 4")
+    code, out, _, _ = stop(proc)
+    assert code == 0, err
+    assert [json.loads(line)["subject"] for line in out.splitlines()] == ["message 2", "message 3", "message 4"]
+    assert handled_uids(handler) == [1, 2, 3, 4]
+
+
+def test_move_to_and_mark_seen_while_watching(signed_in: Account) -> None:
+    servers, address = signed_in.servers, signed_in.address
+    maildir = signed_in.home / "Mail"
+    servers.seed(address, message(0), folder="Archive")  # the target exists
+    assert signed_in.run("fetch", "--maildir", str(maildir)).returncode == 0
+    proc = signed_in.start("watch", "--maildir", str(maildir), "--move-to", "Archive", "--mark-seen")
+    err = reader(proc)
+    watching(proc, err)
+    for n in (1, 2):
+        signed_in.seed(message(n))
+    wait_until(lambda: len(servers.messages(address, "Archive")) == 3, 5, "the moves")
+    signed_in.seed(message(3))
+    wait_until(lambda: len(servers.messages(address, "Archive")) == 4, 5, "the third move")
+    code, _, _, _ = stop(proc)
+    assert code == 0, err
+    assert servers.messages(address) == []
+    assert subjects(maildir) == ["message 1", "message 2", "message 3"]
+    moved = [p for p in servers.messages(address, "Archive") if b"message 0" not in p.read_bytes()]
+    assert len(moved) == 3 and all(p.name.split(":2,")[1] == "S" for p in moved)
