@@ -176,6 +176,9 @@ class Watcher:
                 if time.monotonic() - started > 60:
                     backoff.reset()  # that session worked for a while: start the back-off afresh
                 text = exc.message
+                if self.stopper.stopped:
+                    yield Notice(text)  # ending anyway: no reconnect
+                    break
                 refresh = "AccessTokenExpired" in text or "expired" in text.lower()
                 retry_after = exc.retry_after if isinstance(exc, imap_idle.ServerClosed) else None
                 delay = backoff.next(retry_after or idlewire.suggested_backoff(text))

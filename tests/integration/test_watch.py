@@ -641,3 +641,19 @@ def test_move_to_and_mark_seen_while_watching(signed_in: Account) -> None:
     assert subjects(maildir) == ["message 1", "message 2", "message 3"]
     moved = [p for p in servers.messages(address, "Archive") if b"message 0" not in p.read_bytes()]
     assert len(moved) == 3 and all(p.name.split(":2,")[1] == "S" for p in moved)
+
+
+def test_sigterm_with_a_server_that_never_answers_done_still_exits_0_within_5_s(
+    signed_in: Account, handler: Path, front: ImapFront
+) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    front.silent_done = {2}
+    proc = signed_in.start("watch", "--exec", "./handler.sh", env={"MAILBOT_TIMEOUT": "30"})
+    err = reader(proc)
+    watching(proc, err)
+    time.sleep(0.3)  # idling
+    code, _, _, took = stop(proc)
+    assert code == 0, err
+    assert 2.5 < took < 5  # waited the stop grace (3 s) for the answer to DONE, not MAILBOT_TIMEOUT
+    assert f"IMAP server localhost port {front.port} did not answer DONE within 3 s" in err
+    assert not any("reconnecting" in line for line in err)
