@@ -347,8 +347,8 @@ def test_dovecot_restart_mid_idle_catches_up_without_loss_or_duplicate_with_back
 def test_token_expiring_during_idle_is_replaced_before_the_bye(
     signed_in: Account, handler: Path, front: ImapFront
 ) -> None:
-    signed_in.idp.access_token_lifetime = 6
-    signed_in.login()  # a cached token that lives 6 s
+    signed_in.idp.access_token_lifetime = 4
+    signed_in.login()  # a cached token that lives 4 s
     assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
     front.bye_at_expiry = True  # Exchange ends a session when its token expires
     signed_in.idp.reset_counts()
@@ -357,7 +357,7 @@ def test_token_expiring_during_idle_is_replaced_before_the_bye(
     watching(proc, err)
     for n in range(1, 8):
         signed_in.seed(message(n))
-        time.sleep(2)
+        time.sleep(1.3)
     wait_until(lambda: len(handled_uids(handler)) == 7, 5, "all seven")
     code, _, _, _ = stop(proc)
     assert code == 0, "\n".join(err)
