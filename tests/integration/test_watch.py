@@ -657,3 +657,21 @@ def test_sigterm_with_a_server_that_never_answers_done_still_exits_0_within_5_s(
     assert 2.5 < took < 5  # waited the stop grace (3 s) for the answer to DONE, not MAILBOT_TIMEOUT
     assert f"IMAP server localhost port {front.port} did not answer DONE within 3 s" in err
     assert not any("reconnecting" in line for line in err)
+
+
+def test_idle_is_reissued_on_the_same_connection(signed_in: Account, handler: Path) -> None:
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    signed_in.servers.clear_imap_commands(signed_in.address)
+    proc = signed_in.start("watch", "--exec", "./handler.sh", "--idle-renewal", "1")
+    err = reader(proc)
+    watching(proc, err)
+    time.sleep(3.5)
+    signed_in.seed(message(1))
+    wait_until(lambda: len(handled_uids(handler)) == 1, 5, "message 1")
+    code, _, _, _ = stop(proc)
+    assert code == 0, err
+    commands = signed_in.servers.imap_commands(signed_in.address)
+    idles = [c for c in commands if c.split()[1:2] == ["IDLE"]]
+    assert 4 <= len(idles) <= 7, commands  # every second, plus the one after the message
+    assert commands.count("DONE") == len(idles)
+    assert len(list((signed_in.servers.home(signed_in.address) / "rawlog").glob("*.in"))) == 1  # one session
