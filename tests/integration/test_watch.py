@@ -656,7 +656,7 @@ def test_sigterm_with_a_server_that_never_answers_done_still_exits_0_within_5_s(
     assert code == 0, err
     assert 2.5 < took < 5  # waited the stop grace (3 s) for the answer to DONE, not MAILBOT_TIMEOUT
     assert f"IMAP server localhost port {front.port} did not answer DONE within 3 s" in err
-    assert not any("reconnecting" in line for line in err)
+    assert not any("reconnecting in" in line for line in err), err  # no retry of a refused sign-in
 
 
 def test_idle_is_reissued_on_the_same_connection(signed_in: Account, handler: Path) -> None:
@@ -675,3 +675,23 @@ def test_idle_is_reissued_on_the_same_connection(signed_in: Account, handler: Pa
     assert 4 <= len(idles) <= 7, commands  # every second, plus the one after the message
     assert commands.count("DONE") == len(idles)
     assert len(list((signed_in.servers.home(signed_in.address) / "rawlog").glob("*.in"))) == 1  # one session
+
+
+def test_sign_in_revoked_while_watching_exits_77_instead_of_retrying(signed_in: Account, handler: Path) -> None:
+    signed_in.idp.access_token_lifetime = 4
+    signed_in.login()
+    assert signed_in.run("fetch", "--exec", "./handler.sh").returncode == 0
+    proc = signed_in.start("watch", "--exec", "./handler.sh")
+    err = reader(proc)
+    watching(proc, err)
+    signed_in.idp.revoke(signed_in.address)  # the next token renewal is refused
+    try:
+        code = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc.reader_thread.join(5)  # type: ignore[attr-defined]
+    assert code == 77, err
+    assert any(line.startswith(f"error: sign-in required for {signed_in.address}") for line in err), err
+    assert err[-1] == 'hint: run "python mailbot.py login" in a terminal'
+    assert not any("reconnecting in" in line for line in err), err  # no retry of a refused sign-in
