@@ -161,6 +161,27 @@ def build_parser(program: str) -> argparse.ArgumentParser:
     )
     _fetch_options(fetch)
 
+    watch = command(
+        "watch",
+        "like fetch, as a service: new mail is processed as it arrives (IMAP IDLE), until SIGTERM",
+        _watch,
+    )
+    _fetch_options(watch)
+    watch.add_argument(
+        "--poll",
+        type=_interval,
+        default=60,
+        metavar="SECONDS",
+        help="where the server has no IDLE, look for new mail every SECONDS (default 60)",
+    )
+    watch.add_argument(
+        "--idle-renewal",
+        type=_interval,
+        default=540,
+        metavar="SECONDS",
+        help="re-issue IDLE every SECONDS (default 540; Outlook drops idle sessions after about 10 minutes)",
+    )
+
     outbox = command("outbox", "send every message queued in DIR", _outbox)
     outbox.add_argument("directory", metavar="DIR", help="the queue folder (see send --queue)")
     outbox.add_argument(
@@ -284,6 +305,10 @@ def _bounded_number(text: str, low: float, high: float, unit: str, allow_zero: b
 
 def _seconds(text: str) -> float:
     return _bounded_number(text, 0, 7 * 86400, "seconds", allow_zero=True)
+
+
+def _interval(text: str) -> float:
+    return _bounded_number(text, 0.1, 86400, "seconds", allow_zero=True)
 
 
 def _megabytes(text: str) -> float:
@@ -451,6 +476,35 @@ def _fetch(args: argparse.Namespace, settings: Any) -> int:
     )
     fmt = render.NDJSON if args.json else render.TEXT
     _renderer(args, fmt).stream(fetching.fetch(options, settings, _signin(settings).provider))
+    return errors.EX_OK
+
+
+def _watch(args: argparse.Namespace, settings: Any) -> int:
+    from mailbotcore import render
+    from mailbotcore.commands import watching
+    from mailbotcore.commands.options import WatchOptions
+
+    options = WatchOptions(
+        folder=args.folder,
+        maildir=Path(args.maildir) if args.maildir else None,
+        exec_cmd=args.exec_cmd,
+        exec_timeout=args.exec_timeout,
+        backfill=args.backfill,
+        mark_seen=args.mark_seen,
+        move_to=args.move_to,
+        wait=args.wait,
+        batch_mb=args.batch_mb,
+        poll=args.poll,
+        idle_renewal=args.idle_renewal,
+    )
+    fmt = render.NDJSON if args.json else render.TEXT
+    stopper = watching.Stopper()
+    restore = stopper.install()  # SIGTERM/SIGINT: finish the message, DONE, LOGOUT, exit 0
+    try:
+        signin = _signin(settings)
+        _renderer(args, fmt).stream(watching.watch(options, settings, signin.provider, signin.expires_at, stopper))
+    finally:
+        restore()
     return errors.EX_OK
 
 

@@ -80,3 +80,11 @@ class TokenOptions:
     """``token``: the bare access token, or (``xoauth2``) the base64 SASL XOAUTH2 string."""
 
     xoauth2: bool = False
+
+
+@dataclass(frozen=True)
+class WatchOptions(FetchOptions):
+    """``watch``: fetch's options, plus how to wait for new mail between catch-up passes."""
+
+    poll: float = 60.0  # seconds between passes where the server has no IDLE
+    idle_renewal: float = 540.0  # re-issue IDLE after this many seconds (Outlook drops idlers at ~10 min)

@@ -398,6 +398,14 @@ class Authenticator:
             refresh_token_last_used=max(last_used) if last_used else None,
         )
 
+    def expires_at(self) -> float | None:
+        """When this account's newest cached access token expires (epoch seconds), from the
+        cache alone; None when unknown. ``watch`` replaces its session before then."""
+        try:
+            return self.status().access_token_expires
+        except SignInRequired:
+            return None
+
     def logout(self) -> tuple[bool, Path | None]:
         """Remove this account's tokens (others stay): (removed, None). A corrupt cache is moved
         aside instead: (True, where it went)."""

@@ -134,7 +134,9 @@ def test_every_command_has_help_and_is_documented() -> None:
     parser = mailbot.build_parser("python mailbot.py")
     commands = next(a for a in parser._actions if a.dest == "command").choices
     readme = README.read_text()
-    assert set(commands) == {"login", "logout", "whoami", "token", "list", "read", "send", "fetch", "outbox", "doctor"}
+    assert set(commands) == {
+        "login", "logout", "whoami", "token", "list", "read", "send", "fetch", "watch", "outbox", "doctor"
+    }  # fmt: skip
     for name, sub in commands.items():
         assert sub.description, f"{name} has no help text"
         assert f"`{name}`" in readme or f"mailbot.py {name}" in readme, f"{name} is not in the README"

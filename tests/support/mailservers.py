@@ -171,6 +171,15 @@ class MailServers:
             (self.root / "mailservers").unlink(missing_ok=True)
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def stop_dovecot(self) -> None:
+        """Kill Dovecot (every IMAP session drops at once, as in a crash); mail and ports stay."""
+        self._dovecot = _terminate(self._dovecot, graceful=False)
+
+    def start_dovecot(self) -> None:
+        """(Re)start Dovecot with the same ports and mail (after :meth:`stop_dovecot`)."""
+        if self._dovecot is None:
+            self._start_dovecot()
+
     def stop_postfix(self) -> None:
         self._postfix = _terminate(self._postfix)
 
