@@ -83,12 +83,11 @@ class Outbox:
     ) -> None:
         self.settings = settings
         self.directory = options.directory
-        self.provider = provider
+        self.provider = sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)  # a token that outlasts the run
         # SMTP or Microsoft Graph (OUTLOOK_SEND_VIA), one message at a time: never more than one
         # request per mailbox in flight (Graph allows 4), paced by the same Pacer either way.
-        self.provider = sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)  # a token that outlasts the run
         self.stack = ExitStack()
-        self.transport = self.stack.enter_context(Transport(settings, provider, graph_providers))
+        self.transport = self.stack.enter_context(Transport(settings, self.provider, graph_providers))
         self.failed = 0
         self.deferred = 0
 
