@@ -91,7 +91,9 @@ class Authenticator:
         """Return an access token, refreshing when ``force_refresh`` (the server refused the last)."""
         if self._token and not force_refresh:
             return self._token
-        token = self._silent(force_refresh)
+        token = None if force_refresh else self._cached()
+        if token is None:
+            token = self._silent(force_refresh)
         if token is None:
             if not self.interactive:
                 raise SignInRequired(
@@ -102,6 +104,25 @@ class Authenticator:
         self._token = token
         logs.register_secret(token)
         return token
+
+    def _cached(self) -> str | None:
+        """A valid cached access token read without MSAL (signin/fastpath.py), or None: ask MSAL."""
+        from mailbotcore.signin import fastpath
+
+        if not self.settings.client_id:
+            return None
+        outcome = fastpath.cached_token(
+            self.settings.token_cache,
+            client_id=self.settings.client_id,
+            authority=self.settings.authority,
+            scopes=SCOPES,
+            username=self.username,
+        )
+        if outcome.token:
+            log.info("access token from cache")
+        else:
+            log.info("cache fast path declined (%s): asking MSAL", outcome.reason)
+        return outcome.token
 
     def _silent(self, force_refresh: bool) -> str | None:
         self.settings.require_client_id()
