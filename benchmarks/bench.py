@@ -99,6 +99,7 @@ class Scenario:
     bytes_to_server: int | None = None
     connections: int | None = None
     peak_rss_mb: float | None = None
+    cpu_s: float | None = None  # user + system CPU of the process tree, median of the runs without delay
     idp_requests: int | None = None
     idp_requests_by_endpoint: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +111,7 @@ class RunResult:
     wall: float
     rss_kb: int
     rc: int
+    cpu: float
     stdout: bytes
     stderr: bytes
     proxies: dict[str, Stats]
@@ -266,7 +268,8 @@ class Bench:
         }
 
     def mailbot(self, *args: str) -> list[str]:
-        return [sys.executable, str(MAILBOT), *args]
+        """``python mailbot.py ARGS`` with the interpreter chosen by --python (default: this one)."""
+        return [str(getattr(self.args, "python", None) or sys.executable), str(MAILBOT), *args]
 
     # ------------------------------------------------------------------ running one command
 
@@ -301,6 +304,7 @@ class Bench:
             reply["wall"],
             reply["maxrss_kb"],
             reply["returncode"],
+            reply["cpu_s"],
             out.read_bytes(),
             err.read_bytes(),
             {name: proxy.snapshot() for name, proxy in self.proxies.items()},
@@ -365,6 +369,7 @@ class Bench:
             bytes_to_server=sum(s.bytes_up for n, s in last.proxies.items() if n != "idp"),
             connections=sum(s.connections for n, s in last.proxies.items() if n != "idp"),
             peak_rss_mb=round(max(r.rss_kb for r in plain + delayed) / 1024, 1),
+            cpu_s=round(statistics.median(r.cpu for r in plain), 4),
             idp_requests=max(idp_totals),
             idp_requests_by_endpoint={k: v for k, v in last.idp.items() if k != "total"},
         )
@@ -493,6 +498,9 @@ class Bench:
             "postfix": version(["postconf", "-h", "mail_version"]),
             "imap_tools": module_version("imap_tools"),
             "msal": module_version("msal"),
+            "mailbot_python": _interpreter(str(getattr(self.args, "python", None) or sys.executable)),
+            "getmail6": version(["getmail", "--version"], index=1),
+            "msmtp": version(["msmtp", "--version"], index=2),
         }
         return info
 
@@ -586,9 +594,17 @@ def importtime(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any
     }
 
 
-def version(argv: list[str]) -> str:
+def _interpreter(python: str) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.split()[0]
+        out = subprocess.run([python, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return python
+    return f"{_shorten(python)} ({out})"
+
+
+def version(argv: list[str], index: int = 0) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.split()[index]
     except (OSError, IndexError, subprocess.SubprocessError):
         return "unknown"
 

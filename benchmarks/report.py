@@ -45,21 +45,26 @@ def build(bench: Bench, targets: list[Target]) -> tuple[str, dict[str, Any]]:
         f"effective RTs = (t_delay - t_0) / RTT; RTs seen = round trips in the proxy's timeline"
         + (" [--quick sizes]" if bench.args.quick else "")
     )
+    lines.append(
+        "CPU = user + system seconds of the process tree (median of the runs without delay); peak RSS = the "
+        "largest process of the tree (ru_maxrss, floor ~14 MB: see benchmarks/spawner.py); bytes = "
+        "TLS bytes through the proxy; exactly-once checks: see Targets"
+    )
     lines.append("")
     lines.append(
-        f"| Scenario | Wall, no delay | Wall, RTT {2 * d_ms:g} ms | Effective RTs | RTs seen | "
-        "From server | Conns | Peak RSS | IdP reqs |"
+        f"| Scenario | Wall, no delay | Wall, RTT {2 * d_ms:g} ms | Effective RTs | RTs seen | CPU | Peak RSS | "
+        "From server | To server | Conns | IdP reqs |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in bench.scenarios:
         if s.skipped:
-            lines.append(f"| {s.name} | skipped | | | | | | | |")
+            lines.append(f"| {s.name} | skipped: {s.skipped} | | | | | | | | | |")
             continue
+        cpu = f"{s.cpu_s * 1000:.0f} ms" if s.cpu_s is not None else ""
         lines.append(
             f"| {s.name} | {secs(s.wall_s_no_delay)} | {secs(s.wall_s_delay)} | "
-            f"{num(s.effective_rts)} | {s.rts_seen} | "
-            f"{nbytes(s.bytes_from_server)} | {s.connections} | {s.peak_rss_mb:.0f} MB | "
-            f"{s.idp_requests} |"
+            f"{num(s.effective_rts)} | {s.rts_seen} | {cpu} | {s.peak_rss_mb:.0f} MB | "
+            f"{nbytes(s.bytes_from_server)} | {nbytes(s.bytes_to_server)} | {s.connections} | {s.idp_requests} |"
         )
     if bench.startup:
         lines.append("")
@@ -184,7 +189,9 @@ def readme_section(data: dict[str, Any]) -> str:
     """The generated part of README -> Performance, from one results file."""
     m = data["machine"]
     st = data["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items()) if v)
+    versions = ", ".join(
+        f"{k} {m[k]}" for k in ("msal", "getmail6", "msmtp", "imap_tools") if m.get(k) and m[k] != "unknown"
+    )
     lines = [
         f"Run of {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; Python {m['python']}, "
         f"Dovecot {m['dovecot']}, Postfix {m['postfix']}" + (f", {versions}" if versions else "") + ".",

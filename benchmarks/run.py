@@ -115,6 +115,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave out the optional imap_tools peer even if installed",
     )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the interpreter that runs mailbot.py (default: this one); e.g. .venv/bin/python, a venv of "
+        "/usr/bin/python3 as in the README's quick start, the interpreter Debian's getmail6 uses",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, mail) after the run")
     args = parser.parse_args(argv)
     if args.reps is None:

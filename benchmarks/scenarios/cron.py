@@ -32,3 +32,12 @@ def run(bench: Bench) -> None:
             )
         finally:
             bench.idp.access_token_lifetime = 3600
+    # What a cron job that only looks costs: list -n 10 with a valid cached token.
+    bench.measure(
+        "list_10",
+        "mailbot list -n 10, valid cached token",
+        bench.mailbot("list", "-n", "10"),
+        bench.env(USER),
+        messages=bench.sizes.cron_inbox,
+        warmup=False,
+    )

@@ -11,13 +11,14 @@ from benchmarks.bench import MAILBOT, REPO, Bench, importtime, label
 
 def run(bench: Bench) -> None:
     print("start-up", file=sys.stderr)
+    PY = str(bench.args.python or sys.executable)
     env = bench.base_env()
     commands = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        'python -c "import argparse"': [sys.executable, "-c", "import argparse"],
-        "python mailbot.py --help": [sys.executable, str(MAILBOT), "--help"],
+        "python -c pass": [PY, "-c", "pass"],
+        'python -c "import argparse"': [PY, "-c", "import argparse"],
+        "python mailbot.py --help": [PY, str(MAILBOT), "--help"],
         "python -c 'import list's modules'": [
-            sys.executable,
+            PY,
             "-c",
             "import mailbotcore.commands.reading, mailbotcore.net.imap, mailbotcore.signin.authenticator",
         ],
@@ -45,9 +46,9 @@ def run(bench: Bench) -> None:
         for name in commands
     ]
     # Which modules --help imports, and what the list path imports when it really runs.
-    help_imports = importtime([sys.executable, "-X", "importtime", str(MAILBOT), "--help"], env, REPO)
+    help_imports = importtime([PY, "-X", "importtime", str(MAILBOT), "--help"], env, REPO)
     list_argv = [
-        sys.executable,
+        PY,
         "-X",
         "importtime",
         str(MAILBOT),
@@ -58,7 +59,7 @@ def run(bench: Bench) -> None:
         f"Bench{label(bench.sizes.big[0])}",
     ]
     list_imports = importtime(list_argv, bench.env(), bench.root)
-    argparse_imports = importtime([sys.executable, "-X", "importtime", "-c", "import argparse"], env, REPO)
+    argparse_imports = importtime([PY, "-X", "importtime", "-c", "import argparse"], env, REPO)
     bench.startup = {
         "commands": rows,
         "reps": bench.sizes.startup_reps,
