@@ -20,7 +20,6 @@ from mailbotcore.commands.options import SendOptions
 from mailbotcore.config import Settings
 from mailbotcore.errors import OutputError, UsageError
 from mailbotcore.mail import compose
-from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import SendResult
 from mailbotcore.store import files as fileutil
 from mailbotcore.wire.sasl import TokenProvider
@@ -98,6 +97,8 @@ def send(options: SendOptions, settings: Settings, provider: TokenProvider | Non
         return dataclasses.replace(result, status="queued", queued_file=queued.name)
     if provider is None:
         raise UsageError("sending needs a sign-in")
+    from mailbotcore.net import smtp as smtp_client  # smtplib/ssl: not for --queue or --dry-run
+
     with smtp_client.connect(settings, provider) as session:
         session.send(outgoing.sender, outgoing.recipients, data)
     return result
