@@ -125,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, mail) after the run")
     args = parser.parse_args(argv)
+    if args.python is not None:
+        args.python = args.python.absolute()
     if args.reps is None:
         args.reps = 1 if args.quick else 7
     if args.reps < 1 or args.delay_ms < 0:
