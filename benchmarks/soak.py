@@ -475,6 +475,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("-v", "--verbose", action="store_true", help="print faults as they happen")
     args = p.parse_args(argv)
+    if args.python is not None:
+        args.python = args.python.absolute()
     if args.minutes <= 0 or args.minutes > 24 * 60:
         p.error("--minutes must be in (0, 1440]")
     return args
