@@ -22,15 +22,20 @@ received from the servers, connections, peak memory of the child (``os.wait4``'s
 ``ru_maxrss``, taken by the small helper ``benchmarks/spawner.py`` so that the benchmark's
 own memory does not leak into it; floor ~14 MB) and requests to the identity stand-in;
 then the targets, met or missed and by how much. The same figures go to a JSON file
-(default ``benchmarks/results/latest.json``, git-ignored).
+(default ``benchmarks/results/latest.json``; the committed one is what README -> Performance is
+generated from: ``python benchmarks/report.py --readme``).
 
-Scenarios: ``list -n 50`` on two large folders, side by side with the tutorial approach
-(imaplib: SEARCH ALL, then one FETCH RFC822 per message) and with imap_tools (optional
-peer: ``pip install imap-tools``; skipped with a note when missing); a cron ``fetch``
-with a valid and with an expired access token; start-up (``--help`` against ``python -c
-pass`` and ``import argparse``; import time of the ``list`` path; msal must not be imported
-by ``--help``); ``fetch`` of many new messages and of one very large message; ``outbox``
-with 100 queued messages.
+Scenario groups (``benchmarks/scenarios/``, one module each, registered in
+``benchmarks/scenarios/__init__.py``; ``--only`` picks some): ``list`` (``list -n 50`` on two large
+folders, side by side with the tutorial approach and imap_tools, an optional peer: ``pip install
+imap-tools``), ``cron`` (a cron ``fetch`` with a valid and with an expired access token; ``list -n
+10``), ``startup`` (``--help`` against ``python -c pass`` and ``import argparse``; import time of the
+``list`` path), ``fetch`` (many new messages; one very large message), ``outbox`` (100 queued), and
+``peers`` (getmail6 and msmtp from Debian's packages against mailbot: fetch of 1,000 x 5 KB and 20 x
+1 MB, the nothing-new run on a 1,000-message folder, 100 sends, ``send --queue``; every tool's
+delivery checked exactly once). Per scenario also the CPU seconds of the process tree (user +
+system, from ``wait4``). The targets are a table in ``benchmarks/targets.py``; the report and the
+README's Performance block come from ``benchmarks/report.py``.
 
 Exit status: 0 done (targets are reported, not asserted), 2 usage, 4 the test bed cannot
 run here (not root, Dovecot/Postfix or trustme missing), 1 a benchmarked command failed.

@@ -45,7 +45,7 @@ GETMAIL = shutil.which("getmail")
 MSMTP = shutil.which("msmtp")
 MSMTPQUEUE = Path("/usr/libexec/msmtp/msmtpqueue")
 SIZES_FULL = {"fetch_small": 1000, "small_kb": 5, "fetch_large": 20, "large_mb": 1.0, "folder": 1000, "sends": 100}
-SIZES_QUICK = {"fetch_small": 30, "small_kb": 5, "fetch_large": 3, "large_mb": 1.0, "folder": 50, "sends": 5}
+SIZES_QUICK = {"fetch_small": 10, "small_kb": 5, "fetch_large": 2, "large_mb": 1.0, "folder": 20, "sends": 3}
 
 
 # ---------------------------------------------------------------------- messages and the check
