@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.mailservers import TestbedUnavailable
 
     bench = Bench(args, sizes)
+    failed: list[str] = []
     started = time.perf_counter()
     try:
         try:
@@ -165,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             bench.seed_folder(USER, f"Bench{label(sizes.big[0])}", 10)
         for name, group in GROUPS.items():
             if name in groups:
-                group(bench)
+                try:
+                    group(bench)
+                except CommandFailed as exc:  # the other groups still run; the report says what stopped
+                    first_line = str(exc).splitlines()[0]
+                    print(f"error: scenario group {name} stopped: {exc}", file=sys.stderr)
+                    bench.notes.append(f"scenario group {name} stopped early: {first_line}")
+                    failed.append(name)
         targets = evaluate(bench)
         text, data = report.build(bench, targets)
     except CommandFailed as exc:
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     print(f"figures written to {args.json}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

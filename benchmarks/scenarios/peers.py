@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from benchmarks.bench import Bench
 
 PEER_USER = "peers@example.com"
-DELIVERY_USER = "nobody"  # getmail delivers as this user when run as root
+DELIVERY_USER = "nobody"  # getmail runs as this user when the benchmark runs as root
 SINKS = {"mailbot": "sink-mailbot@example.com", "msmtp": "sink-msmtp@example.com", "msmtpq": "sink-msmtpq@example.com"}
 GETMAIL = shutil.which("getmail")
 MSMTP = shutil.which("msmtp")
@@ -149,8 +149,17 @@ class Peers:
         return gdir, rc
 
     def getmail(self, folder: str, maildir: Path) -> list[str]:
+        """getmail's command line; as root, run as DELIVERY_USER (``setpriv``, an exec, no extra
+        process): getmail refuses to deliver as root, and its per-message setuid delivery child
+        (``user =``) has a SIGCHLD race that can stall a run until its timeout."""
         gdir, rc = self.getmail_rc(folder, maildir)
-        return [GETMAIL or "getmail", "--getmaildir", str(gdir), "--rcfile", str(rc)]
+        argv = [GETMAIL or "getmail", "--getmaildir", str(gdir), "--rcfile", str(rc)]
+        if os.getuid() == 0:
+            uid, gid = pwd.getpwnam(DELIVERY_USER)[2:4]
+            os.chown(gdir, uid, gid)
+            os.chown(self.token_file, uid, gid)
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+        return argv
 
     def msmtprc(self, sink: str) -> Path:
         rc = self.dir / f"msmtprc-{sink.split('@')[0]}"
@@ -176,7 +185,7 @@ def _prepare_maildir(maildir: Path) -> None:
     shutil.rmtree(maildir, ignore_errors=True)
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
-    if os.getuid() == 0:  # getmail refuses to deliver as root: its Maildir belongs to DELIVERY_USER
+    if os.getuid() == 0:  # getmail runs as DELIVERY_USER: its Maildir belongs to that user
         uid, gid = pwd.getpwnam(DELIVERY_USER)[2:4]
         for d in (maildir, *(maildir / s for s in ("new", "cur", "tmp"))):
             os.chown(d, uid, gid)
