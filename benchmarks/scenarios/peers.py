@@ -321,8 +321,19 @@ def _sends(bench: Bench, peers: Peers, count: int, rng: random.Random, missing: 
     work = bench.root / "peers" / "send"
     work.mkdir(exist_ok=True)
 
+    def settle(tool: str) -> None:
+        """Wait until Postfix has delivered what earlier runs sent (the count stops changing)."""
+        root = bench.servers.maildir(SINKS[tool])
+        last, stable, deadline = -1, 0, time.monotonic() + 60
+        while stable < 3 and time.monotonic() < deadline:
+            n = len(maildir_files(root))
+            stable = stable + 1 if n == last else 0
+            last = n
+            time.sleep(0.3)
+
     def clear_sink(tool: str) -> Callable[[], None]:
         def clear() -> None:
+            settle(tool)  # a previous run's mail must not land in this run's count
             for p in maildir_files(bench.servers.maildir(SINKS[tool])):
                 p.unlink()
 
@@ -333,7 +344,7 @@ def _sends(bench: Bench, peers: Peers, count: int, rng: random.Random, missing: 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(maildir_files(root)) < n:
             time.sleep(0.2)
-        time.sleep(0.5)  # a duplicate would arrive now
+        settle(tool)  # a duplicate would arrive now
         return maildir_files(root)
 
     # mailbot: send --queue (one message; CPU per queued message) and outbox (the 100).
