@@ -196,10 +196,15 @@ def readme_section(data: dict[str, Any]) -> str:
         f"{k} {m[k]}" for k in ("msal", "getmail6", "msmtp", "imap_tools") if m.get(k) and m[k] != "unknown"
     )
     lines = [
-        f"Run of {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; Python {m['python']}, "
-        f"Dovecot {m['dovecot']}, Postfix {m['postfix']}" + (f", {versions}" if versions else "") + ".",
+        f"Run of {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; the benchmark on Python "
+        f"{m['python']}"
+        + (f", mailbot run by {m['mailbot_python']}" if m.get("mailbot_python") else "")
+        + f"; Dovecot {m['dovecot']}, Postfix {m['postfix']}"
+        + (f", {versions}" if versions else "")
+        + ".",
         f"Settings: RTT {st['rtt_ms']:g} ms for the delayed runs, medians of {st['reps']} run(s)"
         + (" (--quick sizes)" if st.get("quick") else "")
+        + (f"; the whole run took {st['elapsed_s'] / 60:.1f} minutes" if st.get("elapsed_s") else "")
         + (f"; {st['note']}" if st.get("note") else "")
         + ".",
         "",
