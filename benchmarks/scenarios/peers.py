@@ -46,7 +46,7 @@ MSMTP = shutil.which("msmtp")
 TASKSET = shutil.which("taskset")
 MSMTPQUEUE = Path("/usr/libexec/msmtp/msmtpqueue")
 SIZES_FULL = {"fetch_small": 1000, "small_kb": 5, "fetch_large": 20, "large_mb": 1.0, "folder": 1000, "sends": 100}
-SIZES_QUICK = {"fetch_small": 10, "small_kb": 5, "fetch_large": 2, "large_mb": 1.0, "folder": 20, "sends": 3}
+SIZES_QUICK = {"fetch_small": 5, "small_kb": 5, "fetch_large": 2, "large_mb": 1.0, "folder": 10, "sends": 2}
 
 
 # ---------------------------------------------------------------------- messages and the check
@@ -329,7 +329,7 @@ def _sends(bench: Bench, peers: Peers, count: int, rng: random.Random, missing: 
             n = len(maildir_files(root))
             stable = stable + 1 if n == last else 0
             last = n
-            time.sleep(0.3)
+            time.sleep(0.15)
 
     def clear_sink(tool: str) -> Callable[[], None]:
         def clear() -> None:
