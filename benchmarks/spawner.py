@@ -9,7 +9,7 @@ reports its own peak (floored at this process's ~10 MB).
 
 Protocol: one JSON object per line on stdin ``{"argv", "env", "cwd", "stdout", "stderr",
 "timeout"}`` (stdout/stderr: file paths), one JSON line back on stdout ``{"wall",
-"returncode", "maxrss_kb"}``. EOF on stdin ends it.
+"returncode", "maxrss_kb", "cpu_s"}``. EOF on stdin ends it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ def run(request: dict) -> dict:
             timer.cancel()
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall": wall, "returncode": proc.returncode, "maxrss_kb": usage.ru_maxrss}
+    # wait4's usage covers the child and the descendants it waited for (a token command, a
+    # delivery agent): CPU is their sum, ru_maxrss the largest of them (the process tree's peak).
+    return {
+        "wall": wall,
+        "returncode": proc.returncode,
+        "maxrss_kb": usage.ru_maxrss,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def _kill(pid: int) -> None:

@@ -192,7 +192,31 @@ def find_env_file(
     return None
 
 
+# A .env line python-dotenv reads as exactly KEY=VALUE: blank, a comment, or an unquoted value
+# without spaces, quotes, "#", "$" or backslashes. Files of only such lines skip importing dotenv.
+_PLAIN_ENV_LINE = re.compile(r"\s*(?:#.*|(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*([^\s'\"#$\\]*)\s*)?")
+
+
+def _plain_env_file(path: Path) -> dict[str, str] | None:
+    """The values of a .env file in the plain subset above (what dotenv would read), else None."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # dotenv reports it
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _PLAIN_ENV_LINE.fullmatch(line)
+        if match is None:
+            return None
+        if match[1] is not None:
+            values[match[1]] = match[2]
+    return values
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
+    plain = _plain_env_file(path)
+    if plain is not None:
+        return plain
     from dotenv import dotenv_values
 
     try:

@@ -38,7 +38,7 @@ from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.fetch")
 SIZE_ITEMS = "(UID RFC822.SIZE INTERNALDATE)"
-BODY_ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])"
+BODY_ITEMS = "(UID BODY.PEEK[])"  # size and INTERNALDATE come from SIZE_ITEMS; FLAGS are unused
 
 
 @dataclass

@@ -13,7 +13,7 @@ import logging
 from mailbotcore.commands.options import ListOptions, ReadOptions
 from mailbotcore.config import Settings
 from mailbotcore.errors import BadInputError, OutputError
-from mailbotcore.mail import headers, readable
+from mailbotcore.mail import headers
 from mailbotcore.mail.headers import MessageSummary
 from mailbotcore.net import imap as imap_client
 from mailbotcore.results import ReadResult
@@ -89,6 +89,8 @@ def _summaries(session: imap_client.ImapSession, options: ListOptions) -> list[M
 
 def read_message(options: ReadOptions, settings: Settings, provider: TokenProvider) -> ReadResult:
     """One message by UID: its exact bytes and readable text; attachments saved when asked."""
+    from mailbotcore.mail import readable  # HTML to text etc.: only read needs it (list stays cheap)
+
     with imap_client.connect(settings, provider) as session:
         session.select(options.folder, readonly=not options.mark_read)
         fetched = imapwire.parse_fetch(session.uid("FETCH", str(options.uid), "(UID FLAGS BODY.PEEK[])"))

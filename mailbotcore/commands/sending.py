@@ -15,15 +15,18 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailbotcore.commands.options import SendOptions
-from mailbotcore.commands.transport import GraphProviders, Transport
 from mailbotcore.config import Settings
 from mailbotcore.errors import UsageError
 from mailbotcore.mail import compose
 from mailbotcore.results import SendResult
 from mailbotcore.store import files as fileutil
 from mailbotcore.wire.sasl import TokenProvider
+
+if TYPE_CHECKING:
+    from mailbotcore.commands.transport import GraphProviders
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -106,6 +109,8 @@ def send(
         return dataclasses.replace(result, status="queued", queued_file=queued.name)
     if provider is None:
         raise UsageError("sending needs a sign-in")
+    from mailbotcore.commands.transport import Transport  # smtplib/ssl/requests: not for --queue or --dry-run
+
     with Transport(settings, provider, graph_providers) as transport:
         transport.send(outgoing.sender, outgoing.recipients, data)
     return result

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from mailbotcore import errors
 from mailbotcore.mail.headers import FOLD, from_surrogates
-from mailbotcore.mail.readable import html_to_text, human_size
 
 # ---------------------------------------------------------------------------
 # Sending side: addresses and header values
@@ -199,6 +198,8 @@ def _read_attachments(paths: Sequence[Path]) -> list[tuple[Path, bytes]]:
 
 def _set_bodies(msg: EmailMessage, text: str | None, html: str | None) -> None:
     if text is None:
+        from mailbotcore.mail.readable import html_to_text  # html.parser: only for --html-file
+
         text = html_to_text(html) if html is not None else ""
     try:
         msg.set_content(text, subtype="plain", charset="utf-8", cte=_text_cte(text))
@@ -285,7 +286,7 @@ def check_size(msg: EmailMessage, max_mb: float) -> int:
     limit = int(max_mb * 1024 * 1024)
     if size > limit:
         raise errors.BadInputError(
-            f"message is {human_size(size)} ({size} bytes) encoded, over the {max_mb:g} MB limit",
+            f"message is {_human_size(size)} ({size} bytes) encoded, over the {max_mb:g} MB limit",
             hint="attachments grow by a third when encoded; send fewer or smaller files",
         )
     return size
@@ -344,3 +345,9 @@ def envelope_from_raw(raw: bytes) -> tuple[str | None, list[str], bytes]:
             recipients.extend(_raw_addresses(text))
     kept = b"".join(text for name, text in fields if name not in _BLIND_HEADERS)
     return sender, _dedupe(recipients), kept + rest
+
+
+def _human_size(size: int) -> str:
+    from mailbotcore.mail.readable import human_size
+
+    return human_size(size)

@@ -145,10 +145,32 @@ class AppOnlyAuthenticator(Authenticator):
     def provider(self, force_refresh: bool = False, min_validity: float = 0) -> str:
         if self._token and not force_refresh and self._expires - time.time() >= min_validity:
             return self._token
-        token = self._app_token(force_refresh, min_validity)
+        token = None if force_refresh else self._cached_app_token(min_validity)
+        if token is None:
+            token = self._app_token(force_refresh, min_validity)
         self._token = token
         logs.register_secret(token)
         return token
+
+    def _cached_app_token(self, min_validity: float) -> str | None:
+        """The cached app token read without MSAL (signin/fastpath.py), or None: ask MSAL."""
+        from mailbotcore.signin import fastpath
+
+        if not self.settings.client_id:
+            return None
+        outcome = fastpath.cached_token(
+            self.settings.token_cache,
+            client_id=self.settings.client_id,
+            authority=self.settings.authority,
+            scopes=APP_SCOPES,
+            username=None,
+        )
+        if not outcome.token or outcome.expires_on is None or outcome.expires_on - time.time() < max(min_validity, 300):
+            log.info("cache fast path declined (%s): asking MSAL", outcome.reason)
+            return None
+        log.info("app token from cache")
+        self._expires = float(outcome.expires_on)
+        return outcome.token
 
     def _app_token(self, force_refresh: bool, min_validity: float) -> str:
         client_id = self.settings.require_client_id()

@@ -93,7 +93,9 @@ class Authenticator:
         or when it expires within ``min_validity`` seconds (before a long operation)."""
         if self._token and not force_refresh and self._expires_at - time.time() >= min_validity:
             return self._token
-        token = self._silent(force_refresh)
+        token = None if force_refresh else self._cached(min_validity)
+        if token is None:
+            token = self._silent(force_refresh)
         if token is not None and not force_refresh and self._expires_at - time.time() < min_validity:
             log.info("access token expires in less than %d s: refreshing it first", min_validity)
             token = self._silent(True)
@@ -134,6 +136,31 @@ class Authenticator:
     def graph_provider(self) -> Callable[..., str]:
         """The token provider for Microsoft Graph's mail API (delegated Mail.Send + Mail.ReadWrite)."""
         return self.provider_for(GRAPH_SCOPES)
+
+    def _cached(self, min_validity: float = 0) -> str | None:
+        """A valid cached access token read without MSAL (signin/fastpath.py), or None: ask MSAL.
+
+        None too when it expires within ``min_validity`` seconds (a long operation needs more)."""
+        from mailbotcore.signin import fastpath
+
+        if not self.settings.client_id:
+            return None
+        outcome = fastpath.cached_token(
+            self.settings.token_cache,
+            client_id=self.settings.client_id,
+            authority=self.settings.authority,
+            scopes=SCOPES,
+            username=self.username,
+        )
+        if not outcome.token:
+            log.info("cache fast path declined (%s): asking MSAL", outcome.reason)
+            return None
+        if outcome.expires_on is not None and outcome.expires_on - time.time() < min_validity:
+            log.info("the cached access token expires in less than %d s: asking MSAL", min_validity)
+            return None
+        log.info("access token from cache")
+        self._expires_at = float(outcome.expires_on) if outcome.expires_on is not None else self._expires_at
+        return outcome.token
 
     def _silent(self, force_refresh: bool, scopes: list[str] | None = None) -> str | None:
         self.settings.require_client_id()

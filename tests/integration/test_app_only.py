@@ -100,9 +100,12 @@ def test_list_with_no_login_then_zero_identity_requests_then_one_after_expiry(se
     assert not {"email", "upn", "preferred_username", "scp"} & claims.keys()
 
     service.idp.reset_counts()
-    second = service.run("list")
+    second = service.run("list", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert second.returncode == 0, second.stderr
     assert service.idp.counts().get("total", 0) == 0
+    # The cached app token is read from the file (signin/fastpath.py): msal is not even imported.
+    imported = {line.split("|")[-1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not {"msal", "requests", "cryptography"} & imported
 
     # An expired cached token costs exactly one request.
     cache = json.loads(service.cache.read_text())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the integration tests run for real: Dovecot (IMAP + LMTP),
-# Postfix, and jq (the README's examples pipe JSON into it). Does nothing when they are
+# Postfix, jq (the README's examples pipe JSON into it) and msmtp (a test sends through it); with --bench also getmail6,
+# the benchmark's other peer. Does nothing when they are
 # already there. The packages' own services are not started: the tests run private
 # instances on loopback high ports.
 set -euo pipefail
@@ -12,6 +13,10 @@ command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v msmtp >/dev/null 2>&1 || missing+=(msmtp)  # tests/integration/test_token.py: passwordeval
+# --bench: also the peers benchmarks/run.py compares mailbot with (getmail6, msmtp and its queue scripts).
+if [ "${1:-}" = "--bench" ]; then
+  command -v getmail >/dev/null 2>&1 || missing+=(getmail6)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
