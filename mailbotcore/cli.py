@@ -458,22 +458,27 @@ def _stdin_body(args: argparse.Namespace) -> str | None:
     return data.decode("utf-8", "replace") if data else None
 
 
+def _delivery_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options fetch and watch share (their delivery is the same code)."""
+    return {
+        "folder": args.folder,
+        "maildir": Path(args.maildir) if args.maildir else None,
+        "exec_cmd": args.exec_cmd,
+        "exec_timeout": args.exec_timeout,
+        "backfill": args.backfill,
+        "mark_seen": args.mark_seen,
+        "move_to": args.move_to,
+        "wait": args.wait,
+        "batch_mb": args.batch_mb,
+    }
+
+
 def _fetch(args: argparse.Namespace, settings: Any) -> int:
     from mailbotcore import render
     from mailbotcore.commands import fetching
     from mailbotcore.commands.options import FetchOptions
 
-    options = FetchOptions(
-        folder=args.folder,
-        maildir=Path(args.maildir) if args.maildir else None,
-        exec_cmd=args.exec_cmd,
-        exec_timeout=args.exec_timeout,
-        backfill=args.backfill,
-        mark_seen=args.mark_seen,
-        move_to=args.move_to,
-        wait=args.wait,
-        batch_mb=args.batch_mb,
-    )
+    options = FetchOptions(**_delivery_options(args))
     fmt = render.NDJSON if args.json else render.TEXT
     _renderer(args, fmt).stream(fetching.fetch(options, settings, _signin(settings).provider))
     return errors.EX_OK
@@ -484,19 +489,7 @@ def _watch(args: argparse.Namespace, settings: Any) -> int:
     from mailbotcore.commands import watching
     from mailbotcore.commands.options import WatchOptions
 
-    options = WatchOptions(
-        folder=args.folder,
-        maildir=Path(args.maildir) if args.maildir else None,
-        exec_cmd=args.exec_cmd,
-        exec_timeout=args.exec_timeout,
-        backfill=args.backfill,
-        mark_seen=args.mark_seen,
-        move_to=args.move_to,
-        wait=args.wait,
-        batch_mb=args.batch_mb,
-        poll=args.poll,
-        idle_renewal=args.idle_renewal,
-    )
+    options = WatchOptions(**_delivery_options(args), poll=args.poll, idle_renewal=args.idle_renewal)
     fmt = render.NDJSON if args.json else render.TEXT
     stopper = watching.Stopper()
     restore = stopper.install()  # SIGTERM/SIGINT: finish the message, DONE, LOGOUT, exit 0

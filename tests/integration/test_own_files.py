@@ -26,6 +26,15 @@ def message(n: int) -> bytes:
     ).encode()
 
 
+def expire_access_tokens(account: Account) -> None:
+    """Make the next run refresh through MSAL (which takes the cache lock and reads the http cache):
+    a run with a valid cached token reads only the token cache (signin/fastpath.py)."""
+    cache = json.loads(account.cache.read_text())
+    for entry in cache["AccessToken"].values():
+        entry["expires_on"] = entry["extended_expires_on"] = "1"
+    account.cache.write_text(json.dumps(cache))
+
+
 def error_lines(result: Result) -> list[str]:
     assert "Traceback" not in result.stderr, result.stderr
     return [line for line in result.stderr.splitlines() if line.startswith(("error:", "hint:"))]
@@ -108,6 +117,7 @@ def test_the_lock_path_being_a_directory_is_78(signed_in: Account) -> None:
     lock = signed_in.cache.with_name(signed_in.cache.name + ".lock")
     lock.unlink(missing_ok=True)
     lock.mkdir()
+    expire_access_tokens(signed_in)
     result = signed_in.run("list")
     assert result.returncode == 78
     assert error_lines(result) == [f"error: cannot open the lock file {lock}: Is a directory", PATH_HINT]
@@ -269,12 +279,14 @@ def test_another_user_swapping_the_http_cache_for_a_symlink_is_refused(
     shared: Path,
 ) -> None:
     signed_in.seed(message(1))
-    assert signed_in.run("list").returncode == 0
+    expire_access_tokens(signed_in)
+    assert signed_in.run("list").returncode == 0  # a refresh through MSAL, which writes its http cache
     http_cache = shared / "token_cache.json.http-cache"
     assert json.loads(http_cache.read_text())["version"] == 1  # JSON, not a pickle
     victim = signed_in.home / "saved-attachment.bin"  # a file the victim owns
     victim.write_bytes(b"\x80\x04K\x01.")  # even a valid pickle is never loaded
     os.chmod(victim, 0o644)
+    expire_access_tokens(signed_in)
     other_user.run("ln", "-sfn", str(victim), str(http_cache))  # replaces the victim's file
     result = signed_in.run("list")
     assert result.returncode == 78
@@ -311,6 +323,7 @@ def test_a_lock_file_precreated_by_another_user_is_refused(
 ) -> None:
     os.chmod(shared, 0o1777)  # noqa: S103 - sticky, like /tmp: nobody may remove another's files
     lock = shared / "token_cache.json.lock"
+    expire_access_tokens(signed_in)
     other_user.run("touch", str(lock))
     result = signed_in.run("list")
     assert result.returncode == 78
