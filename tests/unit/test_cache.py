@@ -120,3 +120,38 @@ def test_a_failed_cache_write_keeps_the_old_cache_and_is_75(tmp_path: Path, monk
     assert caught.value.message == f"cannot write the token cache {store.path}: No space left on device"
     assert store.path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["token_cache.json"]
+
+
+def test_merge_account_keeps_other_accounts() -> None:
+    disk = {
+        "RefreshToken": {
+            "a-rt": {"home_account_id": "A", "secret": "old"},
+            "b-rt": {"home_account_id": "B", "secret": "b"},
+        },
+        "Account": {"a": {"home_account_id": "A"}, "b": {"home_account_id": "B"}},
+    }
+    ours = {
+        "RefreshToken": {"a-rt2": {"home_account_id": "A", "secret": "new"}},
+        "Account": {"a": {"home_account_id": "A"}},
+    }
+    merged = cache.merge_account(disk, ours, "A")
+    assert merged["RefreshToken"] == {
+        "b-rt": {"home_account_id": "B", "secret": "b"},
+        "a-rt2": {"home_account_id": "A", "secret": "new"},
+    }
+    assert set(merged["Account"]) == {"a", "b"}
+    assert cache.remove_account(merged, "A")["RefreshToken"] == {"b-rt": {"home_account_id": "B", "secret": "b"}}
+
+
+def test_http_cache_keeps_only_discovery() -> None:
+    from msal.individual_cache import _ExpiringMapping
+
+    raw: dict = {}
+    mapping = _ExpiringMapping(mapping=raw)
+    mapping.set("GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx", "discovery", 3600)
+    mapping.set("POST https://login/x/oauth2/v2.0/token hash=2 400", "invalid_grant", 60)
+    kept = cache.discovery_only(raw)
+    reread = _ExpiringMapping(mapping=kept)
+    assert list(reread) == ["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"]
+    assert reread["GET https://login/x/v2.0/.well-known/openid-configuration hash=1 2xx"] == "discovery"
+    assert cache.discovery_only({}) == {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbotcore.errors import ConfigError, OutputError, TemporaryFailure
+from mailbotcore.errors import Busy, ConfigError, OutputError, TemporaryFailure
 from mailbotcore.store import files as fileutil
 
 
@@ -108,3 +108,36 @@ def test_check_private_refuses_a_symlink_without_touching_its_target(tmp_path: P
     with pytest.raises(ConfigError):
         fileutil.check_private(link, "token cache")
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_atomic_write_is_private_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "cache.json"
+    fileutil.atomic_write(target, b"one")
+    assert target.read_bytes() == b"one"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    os.chmod(target, 0o644)
+    fileutil.atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["cache.json"]
+
+
+def test_check_private_tightens_loose_mode(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    path.write_text("{}")
+    os.chmod(path, 0o644)
+    fileutil.check_private(path, "token cache")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_file_lock_excludes_second_holder(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    # flock locks belong to open file descriptions, so a second open in-process conflicts too.
+    with (
+        fileutil.FileLock(lock, 0, "busy"),
+        pytest.raises(Busy, match="busy"),
+        fileutil.FileLock(lock, 0.05, "busy"),
+    ):
+        pass
+    with fileutil.FileLock(lock, 0, "busy"):
+        pass
