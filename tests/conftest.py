@@ -12,7 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.support.hostile import ScriptedSmtp
 from tests.support.idp import IdentityStandIn
 from tests.support.mailservers import MailServers, TestbedUnavailable
 
@@ -221,3 +222,19 @@ def signed_in(account: Account) -> Account:
     account.login()
     account.idp.reset_counts()
     return account
+
+
+@pytest.fixture
+def scripted(ca: trustme.CA) -> Iterator[Callable[..., ScriptedSmtp]]:
+    """Scripted TLS SMTP peers (tests/support/hostile.py), closed after the test."""
+    peers: list[ScriptedSmtp] = []
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+
+    def make(**replies: list[str]) -> ScriptedSmtp:
+        peer = ScriptedSmtp(cert, **replies)
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.close()

@@ -15,6 +15,7 @@ import fcntl
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -153,17 +154,23 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    write_new_then(tmp, data, mode, lambda: os.replace(tmp, path))
+    fsync_dir(path.parent)
+
+
+def write_new_then(tmp: Path, data: bytes, mode: int, publish: Callable[[], object]) -> None:
+    """Create ``tmp`` (never an existing entry, never through a symlink) with ``mode``, write and
+    fsync ``data``, then ``publish`` it (a rename); on any failure ``tmp`` is removed."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 class Reservation:

@@ -63,16 +63,7 @@ def deliver(maildir: Path, name: str, raw: bytes, when: float | None) -> Path:
     try:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # left by a crashed run; tmp/ is ours to clean
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, MODE)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        fileutil.write_new_then(tmp, raw, MODE, lambda: os.rename(tmp, final))
         fileutil.fsync_dir(final.parent)
     except OSError as exc:
         raise fileutil.os_failure(exc, "deliver into the Maildir", maildir) from exc

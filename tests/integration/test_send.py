@@ -17,15 +17,13 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.conftest import MAILBOT, Account
-from tests.support.hostile import ScriptedSmtp
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -121,21 +119,6 @@ def listener() -> Iterator[Listener]:
     lst = Listener()
     yield lst
     lst.sock.close()
-
-
-@pytest.fixture
-def scripted(ca: trustme.CA) -> Iterator[Callable[..., ScriptedSmtp]]:
-    peers: list[ScriptedSmtp] = []
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-
-    def make(**replies: list[str]) -> ScriptedSmtp:
-        peer = ScriptedSmtp(cert, **replies)
-        peers.append(peer)
-        return peer
-
-    yield make
-    for peer in peers:
-        peer.close()
 
 
 def at(port: int, tls: str = "starttls") -> dict[str, str]:

@@ -4,37 +4,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-import trustme
-
 from tests.conftest import Account
-from tests.integration.test_send import ScriptedSmtp, at
+from tests.integration.test_send import at
 
 EVIL = "\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202etxt.exe"
 SHOWN = "]52;c;ZXZpbA== [2Jtxt.exe"
 UNSAFE = set("\x1b\x07\x9b\u202e")
 
 
-@pytest.fixture
-def hostile_peer(ca: trustme.CA) -> Iterator[Callable[..., ScriptedSmtp]]:
-    peers: list[ScriptedSmtp] = []
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-
-    def make(**replies: list[str]) -> ScriptedSmtp:
-        peer = ScriptedSmtp(cert, **replies)
-        peers.append(peer)
-        return peer
-
-    yield make
-    for peer in peers:
-        peer.close()
-
-
-def test_a_hostile_smtp_refusal_reaches_stderr_clean(signed_in: Account, hostile_peer) -> None:
-    peer = hostile_peer(mail=[f"554 5.7.1 {EVIL}"])
+def test_a_hostile_smtp_refusal_reaches_stderr_clean(signed_in: Account, scripted) -> None:
+    peer = scripted(mail=[f"554 5.7.1 {EVIL}"])
     result = signed_in.run("send", "-v", "--to", "x@example.net", "--body", "b", env=at(peer.port))
     assert result.returncode == 69, result.stderr
     assert not set(result.stderr) & UNSAFE, repr(result.stderr)
@@ -43,13 +24,13 @@ def test_a_hostile_smtp_refusal_reaches_stderr_clean(signed_in: Account, hostile
 
 
 def test_a_hostile_refusal_in_the_outbox_is_clean_on_stderr_and_in_json(
-    signed_in: Account, hostile_peer, tmp_path: Path
+    signed_in: Account, scripted, tmp_path: Path
 ) -> None:
     queue = tmp_path / "q"
     queued = signed_in.run("send", "--queue", str(queue), "--to", "x@example.net", "--body", "b")
     assert queued.returncode == 0, queued.stderr
     name = queued.stdout.strip()
-    peer = hostile_peer(mail=[f"554 5.7.1 {EVIL}"])
+    peer = scripted(mail=[f"554 5.7.1 {EVIL}"])
     text = signed_in.run("outbox", "-v", str(queue), env=at(peer.port))
     assert text.returncode == 69, text.stderr
     assert not set(text.stderr + text.stdout) & UNSAFE, repr(text.stderr)
@@ -57,7 +38,7 @@ def test_a_hostile_refusal_in_the_outbox_is_clean_on_stderr_and_in_json(
     assert failed.startswith(f"failed: {name}: ") and SHOWN in failed
     # JSON: the same clean text (the SMTP reply is cleaned where it is parsed)
     queued = signed_in.run("send", "--queue", str(queue), "--to", "x@example.net", "--body", "b")
-    peer = hostile_peer(mail=[f"554 5.7.1 {EVIL}"])
+    peer = scripted(mail=[f"554 5.7.1 {EVIL}"])
     as_json = signed_in.run("outbox", "--json", str(queue), env=at(peer.port))
     assert as_json.returncode == 69
     assert not set(as_json.stdout + as_json.stderr) & UNSAFE
