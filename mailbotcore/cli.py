@@ -480,7 +480,8 @@ def _fetch(args: argparse.Namespace, settings: Any) -> int:
 
     options = FetchOptions(**_delivery_options(args))
     fmt = render.NDJSON if args.json else render.TEXT
-    _renderer(args, fmt).stream(fetching.fetch(options, settings, _signin(settings).provider))
+    # A long operation: its token must outlast the run.
+    _renderer(args, fmt).stream(fetching.fetch(options, settings, _signin(settings).lasting_provider()))
     return errors.EX_OK
 
 
@@ -509,7 +510,8 @@ def _outbox(args: argparse.Namespace, settings: Any) -> int:
     options = OutboxOptions(directory=Path(args.directory), wait=args.wait)
     fmt = render.NDJSON if args.json else render.TEXT
     auth = _signin(settings)
-    _renderer(args, fmt).stream(outbox.send_queued(options, settings, auth.provider, auth.provider_for))
+    provider = auth.lasting_provider()  # a long operation: its token must outlast the run
+    _renderer(args, fmt).stream(outbox.send_queued(options, settings, provider, auth.provider_for))
     return errors.EX_OK
 
 

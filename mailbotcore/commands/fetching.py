@@ -33,7 +33,6 @@ from mailbotcore.store import files as fileutil
 from mailbotcore.store import maildir
 from mailbotcore.store.fetch_state import FetchState, StateFile
 from mailbotcore.wire import imap as imapwire
-from mailbotcore.wire import sasl
 from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.fetch")
@@ -287,7 +286,7 @@ def fetch(options: FetchOptions, settings: Settings, provider: TokenProvider) ->
     count = 0
     with (
         fileutil.FileLock(state_file.lock_path, options.wait, busy),
-        imap_client.connect(settings, sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)) as session,
+        imap_client.connect(settings, provider) as session,
     ):
         info = session.select(options.folder, readonly=not writable)
         if options.move_to and not (session.has_capability("MOVE") or session.has_capability("UIDPLUS")):

@@ -33,7 +33,6 @@ from mailbotcore.net import smtp as smtp_client
 from mailbotcore.results import OutboxRecord
 from mailbotcore.store import files as fileutil
 from mailbotcore.store import queue
-from mailbotcore.wire import sasl
 from mailbotcore.wire.sasl import TokenProvider
 
 log = logging.getLogger("mailbot.outbox")
@@ -83,7 +82,7 @@ class Outbox:
     ) -> None:
         self.settings = settings
         self.directory = options.directory
-        self.provider = sasl.lasting(provider, sasl.LONG_OPERATION_SECONDS)  # a token that outlasts the run
+        self.provider = provider
         # SMTP or Microsoft Graph (OUTLOOK_SEND_VIA), one message at a time: never more than one
         # request per mailbox in flight (Graph allows 4), paced by the same Pacer either way.
         self.stack = ExitStack()

@@ -336,7 +336,9 @@ def connect(settings: Settings, provider: TokenProvider, user: str | None = None
             if attempt == 2:
                 raise SignInRequired(
                     f"IMAP server {host} port {port} refused the sign-in for {user}",
-                    sasl.refusal_hint(provider, "IMAP") or AUTH_HINT.format(login=settings.command("login")),
+                    sasl.app_grant_hint(user, settings.client_id, "IMAP")
+                    if settings.app_only
+                    else AUTH_HINT.format(login=settings.command("login")),
                 )
             token = provider(force_refresh=True)
         yield session

@@ -314,8 +314,7 @@ def _authenticate(session: SmtpSession, user: str, token: str, provider: TokenPr
         log.info("SMTP authentication refused (attempt %d): %s", attempt, reply)
         error = smtpwire.reply_error(smtpwire.AUTH, reply, f"{where} (as {user})", session.settings.command("login"))
         if not isinstance(error, SignInRequired) or attempt == 2:
-            error.hint = (
-                sasl.refusal_hint(provider, "SMTP") if isinstance(error, SignInRequired) else None
-            ) or error.hint
+            if isinstance(error, SignInRequired) and session.settings.app_only:
+                error.hint = sasl.app_grant_hint(user, session.settings.client_id, "SMTP")
             raise error
         token = provider(force_refresh=True)

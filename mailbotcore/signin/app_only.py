@@ -29,6 +29,7 @@ from mailbotcore.signin.authenticator import MICROSOFT_HOSTS, Authenticator, _ht
 from mailbotcore.signin.cache import http_cache_to_json
 from mailbotcore.signin.entra import aadsts_code, describe_error
 from mailbotcore.store import files as fileutil
+from mailbotcore.wire import sasl
 
 if TYPE_CHECKING:
     import msal
@@ -55,19 +56,7 @@ APP_HINTS = {
 
 def exchange_hint(settings: Settings, protocol: str) -> str:
     """What an Exchange admin must run when IMAP/SMTP refuses an app token for a mailbox."""
-    app = settings.client_id or "<application id>"
-    mailbox = settings.mailbox_user
-    steps = (
-        f"the mailbox {mailbox} has not granted app {app} access: in Exchange Online PowerShell run "
-        f"New-ServicePrincipal -AppId {app} -ObjectId <object id of the Enterprise application> and "
-        f'Add-MailboxPermission -Identity "{mailbox}" -User <that object id> -AccessRights FullAccess'
-    )
-    if protocol == "SMTP":
-        steps += (
-            f'; for SMTP also Set-CASMailbox -Identity "{mailbox}" -SmtpClientAuthenticationDisabled $false '
-            f'and Add-RecipientPermission -Identity "{mailbox}" -Trustee <that object id> -AccessRights SendAs'
-        )
-    return steps + " (README: App-only access)"
+    return sasl.app_grant_hint(settings.mailbox_user, settings.client_id, protocol)
 
 
 def _read_private(path: Path, what: str) -> bytes:
@@ -138,9 +127,6 @@ class AppOnlyAuthenticator(Authenticator):
                 f"app-only access needs your tenant in OUTLOOK_AUTHORITY, not {tenant}",
                 hint="set OUTLOOK_AUTHORITY=https://login.microsoftonline.com/<Directory (tenant) ID>",
             )
-
-    def refused_hint(self, protocol: str) -> str:
-        return exchange_hint(self.settings, protocol)
 
     def provider(self, force_refresh: bool = False, min_validity: float = 0) -> str:
         if self._token and not force_refresh and self._expires - time.time() >= min_validity:

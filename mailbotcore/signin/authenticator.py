@@ -32,6 +32,7 @@ from mailbotcore.signin.encryption import COMMAND_TIMEOUT, KeySource
 from mailbotcore.signin.entra import SIGN_IN_AGAIN, aadsts_code, describe_error
 from mailbotcore.store.files import Reservation
 from mailbotcore.wire import graph as graphwire
+from mailbotcore.wire.sasl import TokenProvider
 
 if TYPE_CHECKING:
     import msal
@@ -54,6 +55,8 @@ GRAPH_CONSENT_HINT = (
 )
 MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoft.com", "login.windows.net"}
 log = logging.getLogger("mailbot.auth")
+# Before a long operation the access token must outlast it (Exchange ends a session whose token expires).
+LONG_OPERATION_SECONDS = 1200.0
 
 
 def person_present() -> bool:
@@ -84,9 +87,18 @@ class Authenticator:
 
     app_only = False
 
-    def refused_hint(self, protocol: str) -> str | None:
-        """The hint when IMAP/SMTP refuse a fresh token (None: the usual "run login")."""
-        return None
+    def lasting_provider(self, seconds: float = LONG_OPERATION_SECONDS) -> TokenProvider:
+        """The token provider for a long operation (fetch, outbox): its first token is good for at
+        least ``seconds`` more, so Exchange does not end the session mid-run (AccessTokenExpired)."""
+        first = [True]
+
+        def provide(force_refresh: bool = False) -> str:
+            if first[0] and not force_refresh:
+                first[0] = False
+                return self.provider(min_validity=seconds)
+            return self.provider(force_refresh=force_refresh)
+
+        return provide
 
     def provider(self, force_refresh: bool = False, min_validity: float = 0) -> str:
         """Return an access token, refreshing when ``force_refresh`` (the server refused the last)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 # A long run (fetch, outbox, watch) starts with a token valid for at least this long.
-LONG_OPERATION_SECONDS = 1200.0
 
 
 class TokenProvider(Protocol):
@@ -69,33 +68,17 @@ def _unbase64(data: bytes) -> bytes:
         return b""
 
 
-def refusal_hint(provider: Callable[..., str], protocol: str) -> str | None:
-    """The sign-in's own hint for a server refusing a fresh token (app-only: the Exchange
-    grant steps), or None for the usual one. ``provider`` is a bound ``provider`` method."""
-    owner = getattr(provider, "__self__", None)
-    hint = getattr(owner, "refused_hint", None)
-    result = hint(protocol) if callable(hint) else None
-    return result if isinstance(result, str) else None
-
-
-def lasting(provider: TokenProvider, seconds: float) -> TokenProvider:
-    """``provider`` whose first token is good for at least ``seconds`` more (a long operation:
-    Exchange ends a session whose token expires mid-run), where the sign-in supports it."""
-    import inspect
-
-    try:
-        supports = "min_validity" in inspect.signature(provider).parameters
-    except (TypeError, ValueError):
-        supports = False
-    if not supports:
-        return provider
-    first = [True]
-
-    def lasting_provider(force_refresh: bool = False) -> str:
-        if first[0] and not force_refresh:
-            first[0] = False
-            return provider(min_validity=seconds)  # type: ignore[call-arg]
-        return provider(force_refresh=force_refresh)
-
-    lasting_provider.__self__ = getattr(provider, "__self__", None)  # type: ignore[attr-defined]
-    return lasting_provider
+def app_grant_hint(mailbox: str, app: str | None, protocol: str) -> str:
+    """What an Exchange admin must run when IMAP/SMTP refuses an app-only token for ``mailbox``."""
+    app = app or "<application id>"
+    steps = (
+        f"the mailbox {mailbox} has not granted app {app} access: in Exchange Online PowerShell run "
+        f"New-ServicePrincipal -AppId {app} -ObjectId <object id of the Enterprise application> and "
+        f'Add-MailboxPermission -Identity "{mailbox}" -User <that object id> -AccessRights FullAccess'
+    )
+    if protocol == "SMTP":
+        steps += (
+            f'; for SMTP also Set-CASMailbox -Identity "{mailbox}" -SmtpClientAuthenticationDisabled $false '
+            f'and Add-RecipientPermission -Identity "{mailbox}" -Trustee <that object id> -AccessRights SendAs'
+        )
+    return steps + " (README: App-only access)"
