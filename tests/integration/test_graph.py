@@ -23,8 +23,9 @@ import trustme
 
 from tests.conftest import Account
 from tests.integration.test_idp import claims, make_app, sign_in
-from tests.integration.test_send import ScriptedSmtp, at, delivered, error_lines, parse
+from tests.integration.test_send import at, delivered, error_lines, parse
 from tests.support.graph import GraphStandIn
+from tests.support.hostile import ScriptedSmtp
 from tests.support.idp import IdentityStandIn
 from tests.support.mailservers import MailServers
 
