@@ -189,19 +189,12 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def account(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: Path) -> Account:
-    address = f"t{os.getpid()}x{next(_counter)}@example.com"
-    servers.add_user(address)
-    home = tmp_path / "home"
-    home.mkdir()
+def bed_env(home: Path, servers: MailServers, ca_pem: Path) -> dict[str, str]:
+    """A private configuration pointing at the test bed: its servers, CA, a cache in ``home``, an empty .env."""
     env_file = home / "empty.env"
     env_file.write_text("")
-    env = base_env(home) | {
+    return base_env(home) | {
         "MAILBOT_ENV_FILE": str(env_file),
-        "OUTLOOK_USERNAME": address,
-        "OUTLOOK_CLIENT_ID": CLIENT_ID,
-        "OUTLOOK_AUTHORITY": idp.authority("organizations"),
         "OUTLOOK_IMAP_SERVER": servers.host,
         "OUTLOOK_IMAP_PORT": str(servers.imaps_port),
         "OUTLOOK_SMTP_SERVER": servers.host,
@@ -210,6 +203,19 @@ def account(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: 
         "MAILBOT_CA_BUNDLE": str(ca_pem),
         "MAILBOT_TIMEOUT": "10",
         "MAILBOT_SEND_RATE": "6000",
+    }
+
+
+@pytest.fixture
+def account(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: Path) -> Account:
+    address = f"t{os.getpid()}x{next(_counter)}@example.com"
+    servers.add_user(address)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = bed_env(home, servers, ca_pem) | {
+        "OUTLOOK_USERNAME": address,
+        "OUTLOOK_CLIENT_ID": CLIENT_ID,
+        "OUTLOOK_AUTHORITY": idp.authority("organizations"),
         # SMTP only unless a test says otherwise (tests/integration/test_graph.py): with the default
         # "auto", login also asks for a Graph token and a scripted 535 5.7.139 would go to Graph.
         "OUTLOOK_SEND_VIA": "smtp",
@@ -238,3 +244,26 @@ def scripted(ca: trustme.CA) -> Iterator[Callable[..., ScriptedSmtp]]:
     yield make
     for peer in peers:
         peer.close()
+
+
+HANDLER = """\
+#!/bin/sh
+# Test handler: log the UID, fail when told to.
+cat > "$LOGDIR/$MAILBOT_UID.eml"
+echo "$MAILBOT_UID $MAILBOT_SUBJECT" >> "$LOGDIR/log"
+if [ -f "$LOGDIR/fail-$MAILBOT_UID" ]; then exit 3; fi
+if [ -n "$HANDLER_SLEEP" ]; then sleep "$HANDLER_SLEEP"; fi
+exit 0
+"""
+
+
+@pytest.fixture
+def handler(signed_in: Account) -> Path:
+    """``handler.sh`` in the account's home (fetch/watch --exec): the folder where it logs."""
+    logdir = signed_in.home / "handled"
+    logdir.mkdir()
+    script = signed_in.home / "handler.sh"
+    script.write_text(HANDLER)
+    script.chmod(0o755)
+    signed_in.env["LOGDIR"] = str(logdir)
+    return logdir

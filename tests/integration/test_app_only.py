@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.conftest import Account, base_env
+from tests.conftest import Account, bed_env
 from tests.support.idp import IdentityStandIn
 from tests.support.mailservers import MailServers
 
@@ -61,21 +61,11 @@ def service(servers: MailServers, idp: IdentityStandIn, ca_pem: Path, tmp_path: 
     secret_file = home / "client-secret"
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
-    (home / "empty.env").write_text("")
-    env = base_env(home) | {
-        "MAILBOT_ENV_FILE": str(home / "empty.env"),
+    env = bed_env(home, servers, ca_pem) | {
         "OUTLOOK_USERNAME": address,
         "OUTLOOK_CLIENT_ID": APP_ID,
         "OUTLOOK_CLIENT_SECRET_FILE": str(secret_file),
         "OUTLOOK_AUTHORITY": idp.authority(idp.tenant_id),
-        "OUTLOOK_IMAP_SERVER": servers.host,
-        "OUTLOOK_IMAP_PORT": str(servers.imaps_port),
-        "OUTLOOK_SMTP_SERVER": servers.host,
-        "OUTLOOK_SMTP_PORT": str(servers.submission_port),
-        "MAILBOT_TOKEN_CACHE": str(home / "token_cache.json"),
-        "MAILBOT_CA_BUNDLE": str(ca_pem),
-        "MAILBOT_TIMEOUT": "10",
-        "MAILBOT_SEND_RATE": "6000",
     }
     account = Account(address, home, env, servers, idp)
     account.extra["object_id"] = app.object_id

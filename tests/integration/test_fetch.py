@@ -43,28 +43,6 @@ def subjects(maildir: Path) -> list[str]:
     )
 
 
-HANDLER = """\
-#!/bin/sh
-# Test handler: log the UID, fail when told to.
-cat > "$LOGDIR/$MAILBOT_UID.eml"
-echo "$MAILBOT_UID $MAILBOT_SUBJECT" >> "$LOGDIR/log"
-if [ -f "$LOGDIR/fail-$MAILBOT_UID" ]; then exit 3; fi
-if [ -n "$HANDLER_SLEEP" ]; then sleep "$HANDLER_SLEEP"; fi
-exit 0
-"""
-
-
-@pytest.fixture
-def handler(signed_in: Account) -> Path:
-    logdir = signed_in.home / "handled"
-    logdir.mkdir()
-    script = signed_in.home / "handler.sh"
-    script.write_text(HANDLER)
-    script.chmod(0o755)
-    signed_in.env["LOGDIR"] = str(logdir)
-    return logdir
-
-
 def handled_uids(logdir: Path) -> list[int]:
     log = logdir / "log"
     return [int(line.split()[0]) for line in log.read_text().splitlines()] if log.exists() else []

@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from tests.conftest import Account
-from tests.integration.test_fetch import HANDLER, handled_uids, message, subjects
+from tests.integration.test_fetch import handled_uids, message, subjects
 
 
 class ImapFront:
@@ -164,17 +164,6 @@ def front(signed_in: Account, ca: trustme.CA) -> Iterator[ImapFront]:
     signed_in.env["OUTLOOK_IMAP_PORT"] = str(proxy.port)
     yield proxy
     proxy.close()
-
-
-@pytest.fixture
-def handler(signed_in: Account) -> Path:
-    logdir = signed_in.home / "handled"
-    logdir.mkdir()
-    script = signed_in.home / "handler.sh"
-    script.write_text(HANDLER)
-    script.chmod(0o755)
-    signed_in.env["LOGDIR"] = str(logdir)
-    return logdir
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
